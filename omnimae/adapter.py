@@ -1,0 +1,99 @@
+"""The modality adapter contract and registry.
+
+An adapter owns everything that knows what its data is: the tokenizer, the mask ratio and
+masking strategy, the learned stem (P -> D) and head (D_dec -> P), a modality embedding, the
+reconstruction target and how to draw a reconstruction. The core sees only Patches.
+"""
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from omnimae.errors import ConfigError
+from omnimae.masking import MaskIndices, random_masking
+from omnimae.patches import Patches
+
+MODALITIES: dict[str, type["ModalityAdapter"]] = {}
+
+
+def register_modality(name: str):
+    """Class decorator: make an adapter known by name (tests and `omnimae` list the registry)."""
+
+    def wrap(cls: type[ModalityAdapter]) -> type[ModalityAdapter]:
+        cls.modality = name
+        MODALITIES[name] = cls
+        return cls
+
+    return wrap
+
+
+class ModalityAdapter(nn.Module):
+    modality: ClassVar[str] = "base"
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        decoder_embed_dim: int,
+        patch_dim: int,
+        mask_ratio: float,
+        norm_pix_loss: bool = True,
+    ):
+        super().__init__()
+        if not 0.0 < mask_ratio < 1.0:
+            raise ConfigError("mask_ratio", f"must lie in (0, 1), got {mask_ratio}")
+        self.mask_ratio = float(mask_ratio)
+        self.norm_pix_loss = bool(norm_pix_loss)
+        self.patch_dim = patch_dim
+        self.stem = nn.Linear(patch_dim, embed_dim)  # P -> D
+        self.head = nn.Linear(decoder_embed_dim, patch_dim)  # D_dec -> P
+        # zero-initialized, so a single-modality model equals the reference MAE at start
+        self.modality_embed = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.decoder_modality_embed = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
+
+    # --- tokenization -------------------------------------------------------------------
+    def tokenize(self, x: torch.Tensor) -> Patches:
+        raise NotImplementedError
+
+    def untokenize(self, patches: Patches) -> torch.Tensor:
+        raise NotImplementedError
+
+    # --- masking and target -------------------------------------------------------------
+    def mask(
+        self,
+        patches: Patches,
+        *,
+        noise: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MaskIndices:
+        b, n, _ = patches.values.shape
+        return random_masking(
+            b, n, self.mask_ratio, noise=noise, generator=generator, device=patches.values.device
+        )
+
+    def target(self, patches: Patches) -> torch.Tensor:
+        """Reconstruction target [B, N, P]: per-patch normalized when norm_pix_loss."""
+        target = patches.values
+        if self.norm_pix_loss:
+            mean = target.mean(dim=-1, keepdim=True)
+            var = target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1.0e-6) ** 0.5
+        return target
+
+    def prediction_to_values(self, patches: Patches, pred: torch.Tensor) -> torch.Tensor:
+        """Undo the target normalization: predicted patch values in the input's (normalized) space."""
+        if not self.norm_pix_loss:
+            return pred
+        mean = patches.values.mean(dim=-1, keepdim=True)
+        var = patches.values.var(dim=-1, keepdim=True)
+        return pred * (var + 1.0e-6) ** 0.5 + mean
+
+    # --- visualization ------------------------------------------------------------------
+    def to_display(self, x: torch.Tensor, mask: bool = False) -> torch.Tensor:
+        """Model-space input [B, ...] -> displayable images [B, H, W, 3 or 1] in [0, 1].
+
+        With mask=True, x is a 0/1 mask in model space and the result is [B, H, W, 1].
+        """
+        raise NotImplementedError

@@ -1,0 +1,66 @@
+"""Config -> objects, with every check done before training starts."""
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from omnimae.config import ModalityRun, OptimConfig, check_node, check_targets
+from omnimae.errors import ConfigError
+from omnimae.model import MaskedAutoencoder
+
+ADAPTER_DIMS = ("embed_dim", "decoder_embed_dim")
+
+
+def _prefixed(path: str, fn, *args, **kwargs):
+    """Call fn; re-raise a ConfigError (or a constructor's TypeError) with the node's key path."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception as e:
+        cause = e
+        while not isinstance(cause, ConfigError) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, ConfigError):
+            raise ConfigError(f"{path}.{cause.key}", cause.problem) from None
+        if type(e).__name__ in ("InstantiationException", "TypeError"):
+            raise ConfigError(path, str(e)) from e
+        raise
+
+
+def validate(cfg: DictConfig) -> None:
+    """Check the whole composed config: keys, types and ranges, naming the offending key."""
+    for key in ("model", "modalities", "trainer", "optim"):
+        if key not in cfg or cfg[key] is None:
+            raise ConfigError(key, "missing from the config")
+    if not cfg.modalities:
+        raise ConfigError("modalities", "no modality selected (e.g. modality=image)")
+    provided = {f"modalities.{m}.adapter": ADAPTER_DIMS for m in cfg.modalities}
+    provided["model"] = ("adapters",)
+    check_targets(cfg, provided=provided)
+    check_node(cfg.optim, OptimConfig, "optim")
+    _prefixed("optim", lambda: OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True)))
+    for m, node in cfg.modalities.items():
+        check_node(node, ModalityRun, f"modalities.{m}")
+        _prefixed(f"modalities.{m}", lambda: ModalityRun(**OmegaConf.to_container(node, resolve=True)))
+        if "adapter" not in node or node.adapter is None:
+            raise ConfigError(f"modalities.{m}.adapter", "missing")
+    if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
+        raise ConfigError("seed", f"expected an integer, got {cfg.get('seed')!r}")
+
+
+def build_model(cfg: DictConfig) -> MaskedAutoencoder:
+    adapters = {}
+    for m, node in cfg.modalities.items():
+        dims = {k: cfg.model[k] for k in ADAPTER_DIMS}
+        adapters[m] = _prefixed(f"modalities.{m}.adapter", instantiate, node.adapter, **dims)
+    return _prefixed("model", instantiate, cfg.model, adapters=adapters, _convert_="object")
+
+
+def build_data(cfg: DictConfig) -> dict[str, Any]:
+    out = {}
+    for m, node in cfg.modalities.items():
+        if node.get("data") is None:
+            raise ConfigError(f"modalities.{m}.data", "no data source configured for this modality")
+        out[m] = _prefixed(f"modalities.{m}.data", instantiate, node.data)
+    return out

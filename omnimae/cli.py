@@ -1,0 +1,110 @@
+"""`omnimae VERB [key=value ...]`: one command, Hydra-style overrides for every verb."""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from omnimae.errors import OmniMAEError
+
+USAGE = """usage: omnimae VERB [key=value ...]
+
+verbs:
+  pretrain    train an MAE (no arguments: the embedded digits demo)
+              e.g. omnimae pretrain experiment=none model=vit_small data.root=/data/images trainer.max_epochs=5
+  probe       linear and kNN probe of a checkpoint's frozen encoder against raw pixels and random weights
+              e.g. omnimae probe checkpoint=latest
+  export      write a checkpoint as safetensors, official MAE (.pth) or timm ViT weights
+              e.g. omnimae export checkpoint=runs/.../last.ckpt format=timm output=vit.pth
+  modalities  list the registered modality adapters
+
+Overrides use Hydra's syntax; `omnimae VERB --cfg` prints the composed config.
+"""
+
+
+def compose(config_name: str, overrides: list[str]) -> DictConfig:
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_module
+
+    with initialize_config_module("omnimae.configs", version_base="1.3"):
+        return hydra_compose(config_name, overrides=overrides)
+
+
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    verb, overrides = argv[0], argv[1:]
+    verbs = {"pretrain": _pretrain, "probe": _probe, "export": _export, "modalities": _modalities}
+    if verb not in verbs:
+        print(f"omnimae: unknown verb {verb!r}\n\n{USAGE}", file=sys.stderr)
+        return 2
+    _setup_logging()
+    try:
+        return verbs[verb](overrides) or 0
+    except OmniMAEError as e:
+        print(f"omnimae {verb}: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        # Hydra's composition errors (unknown keys, bad override syntax) already name the key
+        if type(e).__module__.startswith(("hydra", "omegaconf")):
+            print(f"omnimae {verb}: config error: {e}", file=sys.stderr)
+            return 1
+        raise
+
+
+def _print_cfg(overrides: list[str], name: str) -> bool:
+    if "--cfg" in overrides:
+        overrides.remove("--cfg")
+        print(OmegaConf.to_yaml(compose(name, overrides)))
+        return True
+    return False
+
+
+def _pretrain(overrides: list[str]) -> int:
+    if _print_cfg(overrides, "pretrain"):
+        return 0
+    from omnimae.pretrain import pretrain
+
+    result = pretrain(compose("pretrain", overrides))
+    if result.get("rank", 0) == 0:
+        print("\n".join(["", "omnimae pretrain finished:"] + [f"  {k:<16} {v}" for k, v in result.items() if k != "rank"]))
+        print(f"\nnext: omnimae probe checkpoint={result['checkpoint']}")
+    return 0
+
+
+def _probe(overrides: list[str]) -> int:
+    if _print_cfg(overrides, "probe"):
+        return 0
+    from omnimae.probe import run_probe
+
+    run_probe(compose("probe", overrides))
+    return 0
+
+
+def _export(overrides: list[str]) -> int:
+    from omnimae.export import run_export
+
+    run_export(compose("export", overrides))
+    return 0
+
+
+def _modalities(overrides: list[str]) -> int:
+    from omnimae.adapter import MODALITIES
+    import omnimae.modalities  # noqa: F401 - registers the adapters
+
+    for name, cls in sorted(MODALITIES.items()):
+        print(f"{name:<12} {cls.__module__}.{cls.__qualname__}")
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

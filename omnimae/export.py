@@ -1,0 +1,27 @@
+"""`omnimae export`: an omnimae checkpoint as safetensors, official MAE or timm ViT weights."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from omnimae.checkpoint import load_model, omnimae_to_official, save_safetensors, to_timm_vit
+from omnimae.errors import ConfigError
+from omnimae.io import atomic_path, refuse_overwrite
+
+
+def run_export(cfg: DictConfig) -> Path:
+    refuse_overwrite(cfg.output, cfg.checkpoint)
+    model, mcfg = load_model(cfg.checkpoint)
+    out = Path(cfg.output)
+    if cfg.format == "safetensors":
+        save_safetensors(model, mcfg, out)
+    elif cfg.format in ("official", "timm"):
+        sd = omnimae_to_official(model, cfg.modality) if cfg.format == "official" else to_timm_vit(model, cfg.modality)
+        with atomic_path(out) as tmp:
+            torch.save({"model": sd} if cfg.format == "official" else sd, tmp)
+    else:
+        raise ConfigError("format", f"must be safetensors, official or timm, got {cfg.format!r}")
+    print(f"wrote {cfg.format} weights to {out}")
+    return out

@@ -1,0 +1,31 @@
+"""Atomic writes: a user's file is replaced whole or not at all."""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success rename it over `path`, else delete it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def refuse_overwrite(output: str | Path, *inputs: str | Path) -> None:
+    """Raise if an output path would overwrite one of the inputs."""
+    out = Path(output).expanduser().resolve()
+    for p in inputs:
+        if p is not None and Path(p).expanduser().resolve() == out:
+            raise FileExistsError(f"{output}: refusing to write the output over an input file")

@@ -1,0 +1,185 @@
+"""The asymmetric MAE core, shared by every modality (reads like the MAE paper's models_mae.py)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import Literal, Mapping
+
+import torch
+from timm.models.vision_transformer import Block
+from torch import nn
+
+from omnimae.adapter import ModalityAdapter
+from omnimae.errors import ConfigError
+from omnimae.masking import explicit_masking, gather_tokens
+from omnimae.patches import Patches
+from omnimae.pos_embed import sincos_pos_embed
+
+AttnImpl = Literal["auto", "sdpa", "explicit"]
+
+
+@dataclass
+class MAEOutput:
+    loss: torch.Tensor  # scalar, MSE on masked tokens
+    pred: torch.Tensor  # [B, N, P] in target space (per-patch normalized if norm_pix_loss)
+    mask: torch.Tensor  # [B, N], 1 = masked
+    patches: Patches  # the input tokens, to invert predictions
+
+
+class MaskedAutoencoder(nn.Module):
+    """Shared ViT encoder (visible tokens only) and light decoder; adapters own stems and heads."""
+
+    def __init__(
+        self,
+        adapters: Mapping[str, ModalityAdapter],
+        embed_dim: int = 768,
+        depth: int = 12,
+        num_heads: int = 12,
+        decoder_embed_dim: int = 512,
+        decoder_depth: int = 8,
+        decoder_num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        norm_eps: float = 1e-6,
+        attn_impl: AttnImpl = "auto",
+    ):
+        super().__init__()
+        for key, dim, heads in (("embed_dim", embed_dim, num_heads), ("decoder_embed_dim", decoder_embed_dim, decoder_num_heads)):
+            if dim % heads:
+                raise ConfigError(key, f"{dim} is not divisible by its number of heads {heads}")
+        if attn_impl not in ("auto", "sdpa", "explicit"):
+            raise ConfigError("attn_impl", f"must be auto, sdpa or explicit, got {attn_impl!r}")
+        if not adapters:
+            raise ConfigError("modalities", "at least one modality is needed")
+        self.embed_dim, self.decoder_embed_dim = embed_dim, decoder_embed_dim
+        self.attn_impl = attn_impl
+        norm_layer = partial(nn.LayerNorm, eps=norm_eps)
+        block = partial(Block, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
+
+        self.adapters = nn.ModuleDict(adapters)
+        # encoder
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
+        self.blocks = nn.ModuleList([block(embed_dim, num_heads) for _ in range(depth)])
+        self.norm = norm_layer(embed_dim)
+        # decoder
+        self.decoder_embed = nn.Linear(embed_dim, decoder_embed_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
+        self.decoder_blocks = nn.ModuleList([block(decoder_embed_dim, decoder_num_heads) for _ in range(decoder_depth)])
+        self.decoder_norm = norm_layer(decoder_embed_dim)
+        self._pos_cache: dict[tuple, torch.Tensor] = {}
+        self.initialize_weights()
+
+    # --- init, as the MAE paper -----------------------------------------------------------
+    def initialize_weights(self) -> None:
+        nn.init.normal_(self.cls_token, std=0.02)
+        nn.init.normal_(self.mask_token, std=0.02)
+        self.apply(self._init_weights)
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, nn.Linear):
+            nn.init.xavier_uniform_(m.weight)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+    def no_weight_decay(self) -> set[str]:
+        """Token-like parameters that AdamW must not decay (norms and biases are 1-D anyway)."""
+        names = {"cls_token", "mask_token"}
+        names |= {n for n, _ in self.named_parameters() if n.endswith("modality_embed")}
+        return names
+
+    # --- position embedding from coordinates ----------------------------------------------
+    def pos_embed(self, coords: torch.Tensor, dim: int) -> torch.Tensor:
+        """[N, dim] fixed sin-cos for these (host-side) coordinates, cached per coordinates and device."""
+        device = self.cls_token.device
+        coords = coords.cpu()
+        key = (dim, str(device), tuple(coords.shape), coords.numpy().tobytes())
+        emb = self._pos_cache.get(key)
+        if emb is None:
+            emb = self._pos_cache[key] = sincos_pos_embed(coords, dim).to(device)
+        return emb
+
+    def _set_attention(self, x: torch.Tensor) -> None:
+        if self.attn_impl == "auto":
+            # on CPU under bf16 autocast the explicit softmax path is faster than fused SDPA
+            fused = not (x.device.type == "cpu" and torch.is_autocast_enabled("cpu"))
+        else:
+            fused = self.attn_impl == "sdpa"
+        for blk in (*self.blocks, *self.decoder_blocks):
+            blk.attn.fused_attn = fused
+
+    # --- the MAE forward ------------------------------------------------------------------
+    def forward_encoder(
+        self, patches: Patches, adapter: ModalityAdapter, ids_keep: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Encode the tokens in ids_keep (all tokens if None): returns [B, 1 + K, D], CLS first."""
+        values = patches.values  # [B, N, P]
+        pos = self.pos_embed(patches.coords, self.embed_dim).unsqueeze(0)  # [1, N, D]
+        if ids_keep is not None:
+            values = gather_tokens(values, ids_keep)  # [B, K, P]: only visible tokens are embedded
+            pos = gather_tokens(pos.expand(values.shape[0], -1, -1), ids_keep)  # [B, K, D]
+        x = adapter.stem(values) + pos + adapter.modality_embed  # [B, K, D]
+        cls = self.cls_token.expand(x.shape[0], -1, -1)  # CLS has position zero
+        x = torch.cat([cls, x], dim=1)  # [B, 1 + K, D]
+        self._set_attention(x)
+        for blk in self.blocks:
+            x = blk(x)
+        return self.norm(x)
+
+    def forward_decoder(
+        self, latent: torch.Tensor, adapter: ModalityAdapter, ids_restore: torch.Tensor, coords: torch.Tensor
+    ) -> torch.Tensor:
+        """latent [B, 1 + K, D] -> prediction [B, N, P] for every token."""
+        x = self.decoder_embed(latent)  # [B, 1 + K, Dd]
+        b, n = ids_restore.shape
+        mask_tokens = self.mask_token.expand(b, n + 1 - x.shape[1], -1)  # [B, N - K, Dd]
+        x_ = torch.cat([x[:, 1:], mask_tokens], dim=1)  # [B, N, Dd], visible first
+        x_ = gather_tokens(x_, ids_restore)  # unshuffle to the original order
+        pos = self.pos_embed(coords, self.decoder_embed_dim)  # [N, Dd]
+        pos = torch.cat([pos.new_zeros(1, pos.shape[1]), pos]).unsqueeze(0)  # [1, 1 + N, Dd]
+        x = torch.cat([x[:, :1], x_], dim=1) + pos + adapter.decoder_modality_embed  # [B, 1 + N, Dd]
+        for blk in self.decoder_blocks:
+            x = blk(x)
+        x = adapter.head(self.decoder_norm(x))  # [B, 1 + N, P]
+        return x[:, 1:]
+
+    @staticmethod
+    def forward_loss(target: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        loss = (pred.float() - target.float()).pow(2).mean(dim=-1)  # [B, N], per-token MSE
+        return (loss * mask).sum() / mask.sum()  # mean over masked tokens only
+
+    def forward_modality(
+        self,
+        x: torch.Tensor,
+        modality: str,
+        *,
+        noise: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MAEOutput:
+        """One modality's batch: tokenize, mask (given mask > given noise > generator), encode, decode."""
+        adapter = self.adapters[modality]
+        patches = adapter.tokenize(x)
+        if mask is not None:
+            ids_keep, ids_restore, mask = explicit_masking(mask.to(x.device))
+        else:
+            ids_keep, ids_restore, mask = adapter.mask(patches, noise=noise, generator=generator)
+        latent = self.forward_encoder(patches, adapter, ids_keep)
+        pred = self.forward_decoder(latent, adapter, ids_restore, patches.coords)
+        loss = self.forward_loss(adapter.target(patches), pred, mask)
+        return MAEOutput(loss, pred, mask, patches)
+
+    def forward(
+        self, batch: Mapping[str, torch.Tensor], generator: torch.Generator | None = None
+    ) -> dict[str, MAEOutput]:
+        """A batch by modality -> per-modality loss, prediction and mask."""
+        return {m: self.forward_modality(x, m, generator=generator) for m, x in batch.items()}
+
+    @torch.no_grad()
+    def embed(self, x: torch.Tensor, modality: str, pool: Literal["cls", "mean"] = "mean") -> torch.Tensor:
+        """Features of the full, unmasked sequence: the CLS token or the mean of the patch tokens."""
+        adapter = self.adapters[modality]
+        latent = self.forward_encoder(adapter.tokenize(x), adapter, ids_keep=None)  # [B, 1 + N, D]
+        return latent[:, 0] if pool == "cls" else latent[:, 1:].mean(dim=1)

@@ -1,0 +1,103 @@
+"""`omnimae pretrain`: compose, validate, build, fit, and say where everything went."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+
+from omnimae.build import build_data, build_model, validate
+from omnimae.checkpoint import read_checkpoint
+from omnimae.config import ModalityRun, OptimConfig
+from omnimae.errors import ConfigError
+from omnimae.io import atomic_path
+from omnimae.train import (
+    AtomicCheckpointIO,
+    MAEDataModule,
+    MAEPretrainer,
+    NonFiniteGuard,
+    ReconstructionCallback,
+)
+
+log = logging.getLogger("omnimae")
+
+
+def _run_dir(cfg: DictConfig) -> Path:
+    if cfg.get("run_dir"):
+        return Path(cfg.run_dir).expanduser()
+    if cfg.get("resume"):  # .../<run>/checkpoints/last.ckpt -> .../<run>
+        return Path(cfg.resume).expanduser().resolve().parent.parent
+    return Path("runs") / str(cfg.run_name) / time.strftime("%Y%m%d-%H%M%S")
+
+
+def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
+    """Train as configured; returns where the checkpoint, reconstructions and logs went."""
+    validate(cfg)
+    if cfg.get("resume"):
+        read_checkpoint(cfg.resume)  # unreadable or missing: fail now, naming the file
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    run_dir = _run_dir(cfg)
+    model = build_model(cfg)
+    data = build_data(cfg)
+    for d in data.values():
+        d.splits()  # lists and checks every file before training starts
+    runs = {m: ModalityRun(**OmegaConf.to_container(n, resolve=True)) for m, n in cfg.modalities.items()}
+    (modality, run), = runs.items() if len(runs) == 1 else (None, None)  # one modality per run for now
+    config = OmegaConf.to_container(cfg, resolve=True)
+    module = MAEPretrainer(
+        model,
+        OptimConfig(**config["optim"]),
+        batch_size=run.batch_size,
+        loss_weights={m: r.loss_weight for m, r in runs.items()},
+        seed=cfg.seed,
+        config=config,
+    )
+    dm = MAEDataModule(data, runs, cfg.seed)
+    has_val = len(data[modality].splits()["val"][0]) > 0
+    ckpt_dir = run_dir / "checkpoints"
+    cb = cfg.callbacks
+    checkpoint = ModelCheckpoint(
+        dirpath=ckpt_dir, filename="best", monitor="val/loss" if has_val else "train/loss",
+        mode="min", save_last=True, save_top_k=1, auto_insert_metric_name=False,
+    )
+    callbacks = [
+        checkpoint,
+        NonFiniteGuard(cb.max_nonfinite_steps),
+        ReconstructionCallback(run_dir / "reconstructions", cb.reconstruction_every_n_steps, cb.reconstruction_samples),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    if cb.get("checkpoint_every_n_steps"):
+        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step:07d}", every_n_train_steps=cb.checkpoint_every_n_steps, save_top_k=-1, auto_insert_metric_name=False))
+    callbacks += extra_callbacks or []
+    loggers = [CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")]
+    try:
+        trainer = instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()],
+            default_root_dir=str(run_dir), use_distributed_sampler=False,
+        )
+    except Exception as e:
+        raise ConfigError("trainer", str(e)) from e
+    if trainer.is_global_zero:
+        with atomic_path(run_dir / "config.yaml") as tmp:
+            tmp.write_text(OmegaConf.to_yaml(config))
+    start = time.time()
+    trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("resume"))
+    last = ckpt_dir / "last.ckpt"
+    trainer.save_checkpoint(last)  # the final state, also when the run stopped between saves
+    return {
+        "rank": trainer.global_rank,
+        "run_dir": run_dir,
+        "checkpoint": last,
+        "best": checkpoint.best_model_path or "-",
+        "reconstructions": run_dir / "reconstructions",
+        "logs": Path(loggers[0].log_dir) / "metrics.csv",
+        "tensorboard": loggers[1].log_dir,
+        "steps": trainer.global_step,
+        "minutes": f"{(time.time() - start) / 60:.1f}",
+    }

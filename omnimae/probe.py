@@ -1,0 +1,122 @@
+"""Linear and kNN probes of a frozen encoder, beside raw pixels and the same encoder with random weights."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from omnimae.build import build_data, build_model
+from omnimae.checkpoint import load_model
+from omnimae.errors import ConfigError, DataError
+from omnimae.io import atomic_path
+from omnimae.model import MaskedAutoencoder
+
+log = logging.getLogger("omnimae")
+
+
+def latest_checkpoint(root: str | Path = "runs") -> Path:
+    found = sorted(Path(root).glob("**/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise ConfigError("checkpoint", f"`latest` found no {root}/**/checkpoints/last.ckpt; run `omnimae pretrain` first or give a path")
+    return found[-1]
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+@torch.no_grad()
+def extract_features(
+    model: MaskedAutoencoder, dataset, modality: str, pools: list[str], batch_size: int, device: torch.device, desc: str = "features"
+) -> dict[str, np.ndarray]:
+    """Encoder features of a whole dataset, per pooling, plus the raw inputs under 'pixels'."""
+    model.eval().to(device)
+    out: dict[str, list] = {p: [] for p in pools} | {"pixels": []}
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    for x in tqdm(loader, desc=desc, leave=False):
+        x = x.to(device)
+        adapter = model.adapters[modality]
+        latent = model.forward_encoder(adapter.tokenize(x), adapter, ids_keep=None)  # [B, 1 + N, D]
+        for p in pools:
+            out[p].append((latent[:, 0] if p == "cls" else latent[:, 1:].mean(1)).float().cpu())
+        out["pixels"].append(x.flatten(1).float().cpu())
+    return {k: torch.cat(v).numpy() for k, v in out.items()}
+
+
+def probe_scores(train: np.ndarray, y_train: np.ndarray, test: np.ndarray, y_test: np.ndarray, k: int) -> dict[str, float]:
+    """Accuracy of a logistic regression on standardized features and of cosine kNN."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
+    linear.fit(train, y_train)
+    knn = KNeighborsClassifier(n_neighbors=k, metric="cosine").fit(train, y_train)
+    return {"linear": float(linear.score(test, y_test)), "knn": float(knn.score(test, y_test))}
+
+
+def run_probe(cfg: DictConfig) -> dict[str, Any]:
+    path = latest_checkpoint() if cfg.checkpoint == "latest" else Path(cfg.checkpoint)
+    model, mcfg = load_model(path)
+    modality = cfg.modality or next(iter(model.adapters))
+    if modality not in model.adapters:
+        raise ConfigError("modality", f"{modality!r} is not in the checkpoint (it has {list(model.adapters)})")
+    pools = [cfg.pool] if isinstance(cfg.pool, str) else list(cfg.pool)
+    for p in pools:
+        if p not in ("mean", "cls"):
+            raise ConfigError("pool", f"must be mean or cls, got {p!r}")
+    data = build_data(mcfg)[modality]
+    sets = {s: data.dataset(s, train=False) for s in ("train", "val")}
+    labels = {s: np.asarray(ds.labels) for s, ds in sets.items()}
+    if (labels["train"] < 0).any() or len(labels["val"]) == 0:
+        raise DataError(f"{path}: the probe needs labeled train and val splits (an ImageFolder layout or a built-in set)")
+    device = _device(cfg.device)
+
+    def scores(m: MaskedAutoencoder, name: str) -> dict[str, Any]:
+        feats = {s: extract_features(m, ds, modality, pools, cfg.batch_size, device, f"{name} {s}") for s, ds in sets.items()}
+        res = {p: probe_scores(feats["train"][p], labels["train"], feats["val"][p], labels["val"], cfg.knn_k) for p in pools}
+        return res, feats
+
+    results: dict[str, Any] = {"checkpoint": str(path), "modality": modality, "train": len(labels["train"]), "test": len(labels["val"])}
+    results["pretrained"], feats = scores(model, "pretrained")
+    results["pixels"] = probe_scores(feats["train"]["pixels"], labels["train"], feats["val"]["pixels"], labels["val"], cfg.knn_k)
+    random_runs = []
+    for seed in range(cfg.random_seeds):
+        torch.manual_seed(seed)
+        random_runs.append(scores(build_model(mcfg), f"random {seed}")[0])
+    results["random"] = {
+        p: {k: {"mean": float(np.mean([r[p][k] for r in random_runs])), "std": float(np.std([r[p][k] for r in random_runs]))} for k in ("linear", "knn")}
+        for p in pools
+    }
+    print(format_table(results, pools))
+    out = Path(cfg.output) if cfg.output else path.parent.parent / "probe.json"
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(results, indent=2))
+    print(f"\nwritten: {out}")
+    return results
+
+
+def format_table(r: dict[str, Any], pools: list[str]) -> str:
+    lines = [
+        f"probe of {r['checkpoint']} ({r['modality']}; {r['train']} train / {r['test']} test samples)",
+        f"{'features':<28}{'linear':>10}{'kNN':>10}",
+        f"{'raw pixels':<28}{r['pixels']['linear']:>10.3f}{r['pixels']['knn']:>10.3f}",
+    ]
+    for p in pools:
+        lines.append(f"{'pretrained encoder, ' + p:<28}{r['pretrained'][p]['linear']:>10.3f}{r['pretrained'][p]['knn']:>10.3f}")
+        rnd = r["random"][p]
+        lines.append(
+            f"{'random encoder, ' + p:<28}{rnd['linear']['mean']:>10.3f}{rnd['knn']['mean']:>10.3f}"
+            f"   (+- {rnd['linear']['std']:.3f} / {rnd['knn']['std']:.3f} over seeds)"
+        )
+    return "\n".join(lines)

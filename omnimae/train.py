@@ -1,0 +1,262 @@
+"""Pretraining with Lightning: the module, the data module, and the callbacks a run needs."""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import lightning as L
+import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import Callback
+from timm.optim import param_groups_weight_decay
+from torch.utils.data import DataLoader, Sampler
+
+from omnimae import __version__
+from omnimae.config import OptimConfig
+from omnimae.errors import OmniMAEError
+from omnimae.io import atomic_path
+from omnimae.model import MaskedAutoencoder
+from omnimae.visualize import reconstruction_panels, save_grid
+
+log = logging.getLogger("omnimae")
+_MIX = 1_000_003
+
+
+def mix_seed(*parts: int) -> int:
+    """A deterministic 63-bit seed from integers (seed, epoch, index / step, rank)."""
+    s = 0
+    for p in parts:
+        s = (s * _MIX + int(p) + 1) % (2**63 - 1)
+    return s
+
+
+class NonFiniteError(OmniMAEError, RuntimeError):
+    """Training stopped: too many steps in a row had a non-finite loss or gradient."""
+
+
+# --- data ----------------------------------------------------------------------------------
+class SeededSampler(Sampler):
+    """Shuffles by (seed, epoch), shards across ranks, and yields (index, sample seed) keys.
+
+    The per-sample seed drives the augmentation, so the same run always sees the same crops,
+    also after a resume or with another number of data workers.
+    """
+
+    def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
+        self.size, self.seed, self.shuffle = size, seed, shuffle
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.size / self.world_size)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+            order = torch.randperm(self.size, generator=g).tolist()
+        else:
+            order = list(range(self.size))
+        order += order[: len(self) * self.world_size - self.size]  # pad so every rank has len(self)
+        for i in order[self.rank :: self.world_size]:
+            yield i, mix_seed(self.seed, self.epoch, i)
+
+
+class MAEDataModule(L.LightningDataModule):
+    """One modality per batch; batches arrive as {modality: tensor}."""
+
+    def __init__(self, data: Mapping[str, Any], runs: Mapping[str, Any], seed: int):
+        super().__init__()
+        if len(data) != 1:
+            raise OmniMAEError("this release trains one modality per run; joint pretraining comes with the multi-modality sampler")
+        (self.modality, self.data), = data.items()
+        self.run = runs[self.modality]
+        self.seed = seed
+
+    def setup(self, stage: str | None = None) -> None:
+        self.train_set = self.data.dataset("train", train=True)
+        self.val_set = self.data.dataset("val", train=False)
+        if len(self.train_set) < self.run.batch_size:
+            raise OmniMAEError(
+                f"modalities.{self.modality}.batch_size={self.run.batch_size} is larger than the "
+                f"{len(self.train_set)} training samples"
+            )
+
+    def _collate(self, items: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {self.modality: torch.stack(items)}
+
+    def _loader(self, dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+        trainer = self.trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        sampler = SeededSampler(len(dataset), self.seed, shuffle=shuffle, rank=rank, world_size=world)
+        workers = self.run.num_workers
+        return DataLoader(
+            dataset,
+            batch_size=self.run.batch_size,
+            sampler=sampler,
+            drop_last=drop_last,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            collate_fn=self._collate,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, shuffle=True, drop_last=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        return self._loader(self.val_set, shuffle=False, drop_last=False) if len(self.val_set) else []
+
+
+# --- the module ----------------------------------------------------------------------------
+class MAEPretrainer(L.LightningModule):
+    """Wraps a MaskedAutoencoder: per-step seeded masks, AdamW, warm-up + cosine, logging."""
+
+    def __init__(
+        self,
+        model: MaskedAutoencoder,
+        optim: OptimConfig,
+        batch_size: int,
+        loss_weights: Mapping[str, float] | None = None,
+        seed: int = 0,
+        config: dict | None = None,
+    ):
+        super().__init__()
+        self.model, self.optim, self.batch_size, self.seed = model, optim, batch_size, seed
+        self.loss_weights = dict(loss_weights or {})
+        self.config = config  # the resolved run config, stored in every checkpoint
+        self._generator: torch.Generator | None = None
+
+    def mask_generator(self, *parts: int) -> torch.Generator:
+        """A generator seeded by (seed, parts..., rank): the same masks after resume or re-sharding."""
+        if self._generator is None or self._generator.device != self.device:
+            self._generator = torch.Generator(device=self.device)
+        return self._generator.manual_seed(mix_seed(self.seed, *parts, self.global_rank))
+
+    def _step(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator, stage: str) -> torch.Tensor:
+        outputs = self.model(batch, generator=generator)
+        loss = sum(self.loss_weights.get(m, 1.0) * out.loss for m, out in outputs.items())
+        bsz = next(iter(batch.values())).shape[0]
+        on_step = stage == "train"
+        self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=bsz, sync_dist=not on_step)
+        if len(outputs) > 1:
+            for m, out in outputs.items():
+                self.log(f"{stage}/loss_{m}", out.loss, on_step=on_step, on_epoch=not on_step, batch_size=bsz)
+        return loss
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, self.mask_generator(0, self.global_step), "train")
+
+    def validation_step(self, batch, batch_idx):
+        return self._step(batch, self.mask_generator(1, batch_idx), "val")  # the same masks every time
+
+    def configure_optimizers(self):
+        trainer = self.trainer
+        effective_batch = self.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+        lr = self.optim.base_lr * effective_batch / 256
+        groups = param_groups_weight_decay(self.model, self.optim.weight_decay, self.model.no_weight_decay())
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(self.optim.betas))
+        total = max(1, int(trainer.estimated_stepping_batches))
+        warmup = self.optim.warmup_steps
+        warmup = int(self.optim.warmup_fraction * total) if warmup is None else min(warmup, total - 1)
+        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup), eta_min=self.optim.min_lr)
+        if warmup > 0:
+            ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)
+            scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
+        else:
+            scheduler = cosine
+        log.info("lr %.3g (base_lr %.3g x effective batch %d / 256), %d warm-up of %d steps", lr, self.optim.base_lr, effective_batch, warmup, total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["omnimae"] = {
+            "version": __version__,
+            "config": self.config,
+            "modalities": list(self.model.adapters),
+            "targets": {m: ("norm_pix" if a.norm_pix_loss else "pix") for m, a in self.model.adapters.items()},
+        }
+
+
+# --- callbacks -----------------------------------------------------------------------------
+class NonFiniteGuard(Callback):
+    """Skips an optimizer step whose gradients hold NaN/inf; stops after max_consecutive in a row.
+
+    Runs after gradients are all-reduced, so every DDP rank takes the same decision.
+    """
+
+    def __init__(self, max_consecutive: int = 3):
+        self.max_consecutive = max_consecutive
+        self.consecutive = 0
+        self.skipped = 0
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
+        if not grads:
+            return
+        norms = torch._foreach_norm(grads)
+        finite = bool(torch.isfinite(torch.stack(norms).sum()))
+        if finite:
+            self.consecutive = 0
+            return
+        for p in pl_module.parameters():
+            p.grad = None  # AdamW leaves parameters without gradients untouched
+        self.consecutive += 1
+        self.skipped += 1
+        log.warning("step %d: non-finite loss or gradient, step skipped (%d in a row)", trainer.global_step, self.consecutive)
+        if self.consecutive >= self.max_consecutive:
+            raise NonFiniteError(
+                f"{self.consecutive} steps in a row had a non-finite loss or gradient (last at step "
+                f"{trainer.global_step}); stopped before the weights turned NaN. Lower optim.base_lr, "
+                "check the data for NaN/inf, or use trainer.precision=32-true."
+            )
+
+    def state_dict(self) -> dict:
+        return {"consecutive": self.consecutive, "skipped": self.skipped}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.consecutive, self.skipped = state["consecutive"], state["skipped"]
+
+
+class ReconstructionCallback(Callback):
+    """Writes reconstruction grids of fixed validation samples with fixed masks: every N steps and at the end."""
+
+    def __init__(self, out_dir: str | Path, every_n_steps: int = 500, num_samples: int = 8):
+        self.out_dir, self.every_n_steps, self.num_samples = Path(out_dir), every_n_steps, num_samples
+        self.last_path: Path | None = None
+
+    def _samples(self, trainer) -> tuple[str, torch.Tensor]:
+        dm = trainer.datamodule
+        ds = dm.val_set if len(dm.val_set) else dm.data.dataset("train", train=False)
+        n = min(self.num_samples, len(ds))
+        return dm.modality, torch.stack([ds[i] for i in range(n)])
+
+    def write(self, trainer, pl_module, name: str) -> None:
+        if not trainer.is_global_zero:
+            return
+        modality, x = self._samples(trainer)
+        was_training = pl_module.training
+        pl_module.eval()
+        gen = torch.Generator(device=pl_module.device).manual_seed(mix_seed(pl_module.seed, 2))
+        panels = reconstruction_panels(pl_module.model, x.to(pl_module.device), modality, gen)
+        pl_module.train(was_training)
+        self.last_path = save_grid(panels, self.out_dir / f"{name}.png", f"{modality}, step {trainer.global_step}")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        step = trainer.global_step
+        if self.every_n_steps > 0 and step > 0 and step % self.every_n_steps == 0:
+            self.write(trainer, pl_module, f"step_{step:07d}")
+
+    def on_fit_end(self, trainer, pl_module) -> None:
+        self.write(trainer, pl_module, "final")
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints go to a temporary file that is renamed into place: never half-written."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)

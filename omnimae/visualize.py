@@ -1,0 +1,55 @@
+"""Reconstruction grids: original | masked | reconstruction | reconstruction + visible."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from omnimae.io import atomic_path
+from omnimae.model import MaskedAutoencoder
+
+COLUMNS = ("original", "masked", "reconstruction", "reconstruction + visible")
+
+
+@torch.no_grad()
+def reconstruction_panels(
+    model: MaskedAutoencoder, x: torch.Tensor, modality: str, generator: torch.Generator | None = None
+) -> list[torch.Tensor]:
+    """Four displayable tensors [B, H, W, C] in [0, 1] for the columns of COLUMNS."""
+    adapter = model.adapters[modality]
+    out = model.forward_modality(x, modality, generator=generator)
+    patches = out.patches
+    recon = adapter.untokenize(patches.replace(adapter.prediction_to_values(patches, out.pred.float())))
+    hidden = adapter.untokenize(patches.replace(out.mask.unsqueeze(-1).expand_as(patches.values)))  # 1 = masked
+    pasted = x * (1 - hidden) + recon * hidden
+    shown = adapter.to_display(x)
+    m = adapter.to_display(hidden, mask=True)  # [B, H, W, 1]
+    masked = shown * (1 - m) + 0.5 * m  # hidden patches in grey
+    return [shown, masked, adapter.to_display(recon), adapter.to_display(pasted)]
+
+
+def save_grid(panels: list[torch.Tensor], path: str | Path, title: str = "") -> Path:
+    """Write the panels as a PNG grid (one row per sample), atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows, cols = panels[0].shape[0], len(panels)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.0 * rows + 0.4), squeeze=False)
+    for r in range(rows):
+        for c in range(cols):
+            img = panels[c][r].cpu().numpy()
+            ax = axes[r][c]
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(COLUMNS[c] if c < len(COLUMNS) else "", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=80)
+    plt.close(fig)
+    return Path(path)

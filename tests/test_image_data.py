@@ -1,0 +1,88 @@
+import numpy as np
+import pytest
+import tifffile
+import torch
+from PIL import Image
+
+from omnimae.errors import ConfigError, DataError
+from omnimae.modalities.image import ImageData, find_images, read_image
+
+
+def test_reads_png_jpeg_and_tiff_like_their_libraries(tmp_path):
+    rgb = (np.random.default_rng(0).random((20, 24, 3)) * 255).astype(np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "a.png")
+    np.testing.assert_allclose(read_image(tmp_path / "a.png", 3).permute(1, 2, 0).numpy(), rgb / 255.0, atol=1e-6)
+    Image.fromarray(rgb).save(tmp_path / "b.jpg", quality=95)
+    ref = np.asarray(Image.open(tmp_path / "b.jpg")) / 255.0
+    np.testing.assert_allclose(read_image(tmp_path / "b.jpg", 3).permute(1, 2, 0).numpy(), ref, atol=1e-6)
+    grey16 = (np.random.default_rng(1).random((16, 16)) * 65535).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "c.tif", grey16)
+    np.testing.assert_allclose(read_image(tmp_path / "c.tif", 1)[0].numpy(), grey16 / 65535.0, atol=1e-6)
+
+
+def test_imagefolder_and_flat_layouts(image_folder, tmp_path):
+    paths, labels, classes = find_images(image_folder)
+    assert classes == ["a", "b"] and len(paths) == 24 and sorted(set(labels)) == [0, 1]
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for p in paths[:3]:
+        (flat / p.name).write_bytes(p.read_bytes()) if not (flat / p.name).exists() else None
+    fpaths, flabels, fclasses = find_images(flat)
+    assert fclasses == [] and set(flabels) == {-1} and len(fpaths) >= 1
+
+
+def test_training_crops_are_seeded_and_normalized(image_folder):
+    data = ImageData(root=str(image_folder), img_size=16, in_chans=3)
+    ds = data.dataset("train", train=True)
+    a, b, c = ds[(0, 7)], ds[(0, 7)], ds[(0, 8)]
+    assert a.shape == (3, 16, 16) and torch.equal(a, b) and not torch.equal(a, c)
+    assert len(data.splits()["val"][0]) == 1  # ceil(2% of 24)
+
+
+def test_empty_folder(tmp_path):
+    with pytest.raises(DataError, match=f"{tmp_path}.*no image files"):
+        find_images(tmp_path)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(DataError, match="no such folder"):
+        find_images(tmp_path / "nope")
+
+
+def test_truncated_image_names_the_file(tmp_path):
+    Image.fromarray(np.zeros((64, 64, 3), np.uint8) + 90).save(tmp_path / "t.jpg")
+    data = (tmp_path / "t.jpg").read_bytes()
+    (tmp_path / "t.jpg").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"t\.jpg: cannot decode image"):
+        read_image(tmp_path / "t.jpg", 3)
+
+
+def test_corrupt_image_fails_before_training(tmp_path):
+    (tmp_path / "ok").mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "ok" / "fine.png")
+    (tmp_path / "ok" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    with pytest.raises(DataError, match=r"broken\.png: cannot read image header"):
+        ImageData(root=str(tmp_path), img_size=8, in_chans=3).splits()
+
+
+def test_wrong_channel_count_is_an_error_unless_converting(tmp_path):
+    Image.fromarray(np.full((8, 8), 128, np.uint8), mode="L").save(tmp_path / "grey.png")
+    with pytest.raises(DataError, match=r"grey\.png: image has 1 channels but the model expects in_chans=3"):
+        ImageData(root=str(tmp_path), img_size=8, in_chans=3, val_fraction=0).splits()
+    with pytest.raises(DataError, match=r"grey\.png.*data\.convert=true"):
+        read_image(tmp_path / "grey.png", 3)
+    x = read_image(tmp_path / "grey.png", 3, convert=True)
+    assert x.shape == (3, 8, 8) and torch.allclose(x, torch.full_like(x, 128 / 255))
+
+
+def test_nan_in_float_tiff_is_an_error(tmp_path):
+    arr = np.ones((8, 8), np.float32)
+    arr[2, 3] = np.nan
+    tifffile.imwrite(tmp_path / "nan.tif", arr)
+    with pytest.raises(DataError, match=r"nan\.tif: image holds NaN"):
+        read_image(tmp_path / "nan.tif", 1)
+
+
+def test_root_and_builtin_together_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="root: set exactly one of root and builtin"):
+        ImageData(root=str(tmp_path), builtin="digits", in_chans=1)

@@ -1,0 +1,10 @@
+"""Parameter-free tokenizers: patchify(x) -> Patches and unpatchify(Patches) -> x, exact inverses."""
+if __name__ == "tokenizers":  # pragma: no cover - guards against shadowing Hugging Face's package
+    raise ImportError(
+        "omnimae's tokenizers folder was imported as top-level 'tokenizers', which would shadow "
+        "Hugging Face's 'tokenizers'. Install omnimae (pip install -e .) and import omnimae.tokenizers."
+    )
+
+from .patch2d import PatchTokenizer2D
+
+__all__ = ["PatchTokenizer2D"]
