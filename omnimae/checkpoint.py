@@ -125,26 +125,30 @@ def hf_to_official(sd: StateDict) -> StateDict:
     return out
 
 
-def _check_fixed_pos(sd: StateDict, key: str, source: str) -> None:
-    """omnimae builds positions from coordinates: a stored embedding must be the fixed 2D sin-cos."""
+def _fixed_pos_offset(sd: StateDict, key: str, source: str, cls_has_offset: bool) -> torch.Tensor | None:
+    """omnimae builds positions from coordinates: a stored embedding must be the fixed 2D sin-cos,
+    plus at most one constant vector (a modality embedding folded in by export), which is returned."""
     if key not in sd:
-        return
-    pos = sd[key][0]  # [1 + N, D]
+        return None
+    pos = sd[key][0].float()  # [1 + N, D]
     side = int(round((pos.shape[0] - 1) ** 0.5))
     if side * side != pos.shape[0] - 1:
         raise CheckpointError(f"{source}: {key} has {pos.shape[0] - 1} positions, not a square grid")
-    ref = sincos_pos_embed(grid_coords(side, side), pos.shape[1])
-    if not torch.allclose(pos[1:].float(), ref, atol=1e-4) or pos[0].abs().max() > 1e-6:
+    diff = pos[1:] - sincos_pos_embed(grid_coords(side, side), pos.shape[1])  # [N, D]
+    offset = diff.mean(0)
+    cls_expected = offset if cls_has_offset else torch.zeros_like(offset)
+    if (diff - offset).abs().max() > 1e-4 or (pos[0] - cls_expected).abs().max() > 1e-4:
         raise CheckpointError(
             f"{source}: {key} is not the fixed 2D sin-cos embedding; omnimae builds positions from "
             "token coordinates and cannot load learned position embeddings"
         )
+    return offset.view(1, 1, -1)
 
 
 def official_to_omnimae(sd: StateDict, modality: str = "image", source: str = "checkpoint") -> StateDict:
     """Official facebookresearch/mae layout -> omnimae (conv stem -> linear stem in (p, q, c) order)."""
-    _check_fixed_pos(sd, "pos_embed", source)
-    _check_fixed_pos(sd, "decoder_pos_embed", source)
+    enc_offset = _fixed_pos_offset(sd, "pos_embed", source, cls_has_offset=False)
+    dec_offset = _fixed_pos_offset(sd, "decoder_pos_embed", source, cls_has_offset=True)
     out: StateDict = {}
     a = f"adapters.{modality}."
     for k, v in sd.items():
@@ -159,9 +163,9 @@ def official_to_omnimae(sd: StateDict, modality: str = "image", source: str = "c
         else:
             out[k] = v
     if "cls_token" in sd:
-        out.setdefault(a + "modality_embed", torch.zeros_like(sd["cls_token"]))
+        out[a + "modality_embed"] = enc_offset if enc_offset is not None else torch.zeros_like(sd["cls_token"])
     if "mask_token" in sd:
-        out.setdefault(a + "decoder_modality_embed", torch.zeros_like(sd["mask_token"]))
+        out[a + "decoder_modality_embed"] = dec_offset if dec_offset is not None else torch.zeros_like(sd["mask_token"])
     return out
 
 
@@ -193,9 +197,9 @@ def omnimae_to_official(model: MaskedAutoencoder, modality: str = "image") -> St
     out["decoder_pos_embed"] = torch.cat(
         [zero(model.decoder_embed_dim), sincos_pos_embed(coords, model.decoder_embed_dim)]
     ).unsqueeze(0)
-    if model.state_dict()[a + "modality_embed"].abs().max() > 0 or model.state_dict()[a + "decoder_modality_embed"].abs().max() > 0:
-        out["pos_embed"][:, 1:] += model.state_dict()[a + "modality_embed"][0]
-        out["decoder_pos_embed"] += model.state_dict()[a + "decoder_modality_embed"][0]
+    # the official layout has no modality embedding: fold it into the positions (exactly invertible)
+    out["pos_embed"][:, 1:] += model.state_dict()[a + "modality_embed"][0]
+    out["decoder_pos_embed"] += model.state_dict()[a + "decoder_modality_embed"][0]
     return out
 
 

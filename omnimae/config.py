@@ -134,6 +134,13 @@ def check_node(node: Mapping, target: Any, path: str, provided: Sequence[str] = 
 
 
 def _type_name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin is Union or str(origin) == "<class 'types.UnionType'>":
+        return " or ".join(_type_name(a) for a in args)
+    if hint is _NONE:
+        return "None"
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 

@@ -20,3 +20,7 @@ class DataError(OmniMAEError, ValueError):
 
 class CheckpointError(OmniMAEError, ValueError):
     """A checkpoint cannot be read or does not fit the model; the message names the file and key."""
+
+
+class OutputError(OmniMAEError, FileExistsError):
+    """An output would overwrite an input or an existing file the user did not ask to replace."""

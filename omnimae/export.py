@@ -12,7 +12,7 @@ from omnimae.io import atomic_path, refuse_overwrite
 
 
 def run_export(cfg: DictConfig) -> Path:
-    refuse_overwrite(cfg.output, cfg.checkpoint)
+    refuse_overwrite(cfg.output, cfg.checkpoint, overwrite=cfg.overwrite)
     model, mcfg = load_model(cfg.checkpoint)
     out = Path(cfg.output)
     if cfg.format == "safetensors":

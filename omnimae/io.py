@@ -23,9 +23,13 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
-def refuse_overwrite(output: str | Path, *inputs: str | Path) -> None:
-    """Raise if an output path would overwrite one of the inputs."""
+def refuse_overwrite(output: str | Path, *inputs: str | Path, overwrite: bool = False) -> None:
+    """Raise if an output path is one of the inputs, or exists and overwrite was not asked for."""
+    from omnimae.errors import OutputError
+
     out = Path(output).expanduser().resolve()
     for p in inputs:
         if p is not None and Path(p).expanduser().resolve() == out:
-            raise FileExistsError(f"{output}: refusing to write the output over an input file")
+            raise OutputError(f"{output}: refusing to write the output over an input file")
+    if out.exists() and not overwrite:
+        raise OutputError(f"{output}: already exists; choose another output or pass overwrite=true")

@@ -1,0 +1,120 @@
+"""Checkpoint files: import, export, and clear errors for files that do not fit."""
+import numpy as np
+import pytest
+import timm
+import torch
+
+from omnimae.build import build_model
+from omnimae.checkpoint import load_model, load_pretrained, read_checkpoint, timm_vit_kwargs
+from omnimae.cli import compose, main
+from omnimae.errors import CheckpointError
+from omnimae.io import atomic_path
+from omnimae.pretrain import pretrain
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run = tmp_path_factory.mktemp("run")
+    cfg = compose("pretrain", ["model=vit_tiny", "trainer.max_steps=3", "trainer.enable_progress_bar=false",
+                               "modalities.image.batch_size=32", "callbacks.reconstruction_every_n_steps=0",
+                               "callbacks.reconstruction_samples=2", f"run_dir={run}"])
+    pretrain(cfg)
+    return run / "checkpoints" / "last.ckpt"
+
+
+def test_garbage_file_is_named(tmp_path):
+    bad = tmp_path / "weights.pth"
+    bad.write_bytes(b"\x00\x01 not a torch file")
+    with pytest.raises(CheckpointError, match=f"{bad}: cannot read checkpoint"):
+        read_checkpoint(bad)
+
+
+def test_truncated_checkpoint_is_named(trained, tmp_path):
+    cut = tmp_path / "cut.ckpt"
+    data = trained.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=f"{cut}: cannot read checkpoint"):
+        load_model(cut)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="no such checkpoint file"):
+        read_checkpoint(tmp_path / "nope.ckpt")
+
+
+def test_shapes_that_do_not_fit_the_config_name_the_key(trained):
+    cfg = compose("pretrain", ["model=vit_tiny", "model.embed_dim=32", "model.num_heads=2"])
+    model = build_model(cfg)
+    with pytest.raises(CheckpointError, match=r"last\.ckpt: shapes do not fit the config: cls_token: checkpoint \(1, 1, 64\) vs model \(1, 1, 32\)"):
+        load_pretrained(model, trained)
+
+
+def test_missing_keys_are_named(trained, tmp_path):
+    sd = read_checkpoint(trained)["state_dict"]
+    sd = {k[len("model."):]: v for k, v in sd.items() if "decoder_blocks" not in k}
+    path = tmp_path / "partial.pth"
+    torch.save(sd, path)
+    model, _ = load_model(trained)
+    with pytest.raises(CheckpointError, match=r"partial\.pth: missing keys: decoder_blocks\.0"):
+        load_pretrained(model, path)
+
+
+def test_export_round_trips(trained, tmp_path, capsys):
+    model, cfg = load_model(trained)
+    x, noise = torch.randn(2, 1, 16, 16), torch.rand(2, 16)
+    with torch.no_grad():
+        ref = model.forward_modality(x, "image", noise=noise).pred
+    # safetensors: self-describing, rebuilds the same model
+    assert main(["export", f"checkpoint={trained}", "format=safetensors", f"output={tmp_path / 'm.safetensors'}"]) == 0
+    again, cfg2 = load_model(tmp_path / "m.safetensors")
+    assert cfg2 == cfg
+    with torch.no_grad():
+        torch.testing.assert_close(again.forward_modality(x, "image", noise=noise).pred, ref)
+    # the official layout loads back into a model built from the same config
+    assert main(["export", f"checkpoint={trained}", "format=official", f"output={tmp_path / 'mae.pth'}"]) == 0
+    official = build_model(cfg)
+    load_pretrained(official, tmp_path / "mae.pth")
+    with torch.no_grad():
+        torch.testing.assert_close(official.forward_modality(x, "image", noise=noise).pred, ref)
+    # timm: a VisionTransformer takes the encoder strictly
+    assert main(["export", f"checkpoint={trained}", "format=timm", f"output={tmp_path / 'vit.pth'}"]) == 0
+    vit = timm.models.VisionTransformer(**timm_vit_kwargs(model))
+    vit.load_state_dict(torch.load(tmp_path / "vit.pth"), strict=True)
+
+
+def test_export_never_writes_over_its_input(trained, capsys):
+    before = trained.read_bytes()
+    assert main(["export", f"checkpoint={trained}", "format=official", f"output={trained}"]) == 1
+    assert "refusing to write the output over an input" in capsys.readouterr().err
+    assert trained.read_bytes() == before
+
+
+def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
+    target = tmp_path / "keep.txt"
+    target.write_text("original")
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("disk full")
+    assert target.read_text() == "original"
+    assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+
+
+def test_probe_prints_the_table_and_writes_json(trained, capsys, tmp_path):
+    import json
+
+    out = tmp_path / "probe.json"
+    assert main(["probe", f"checkpoint={trained}", "random_seeds=1", "pool=[mean]", f"output={out}"]) == 0
+    table = capsys.readouterr().out
+    assert "raw pixels" in table and "pretrained encoder, mean" in table and "random encoder, mean" in table
+    res = json.loads(out.read_text())
+    assert res["train"] == 1347 and res["test"] == 450
+    for acc in (res["pixels"]["linear"], res["pretrained"]["mean"]["knn"], res["random"]["mean"]["linear"]["mean"]):
+        assert 0.1 < acc <= 1.0  # ten classes: well above chance even for random features
+
+
+def test_probe_of_an_unreadable_checkpoint_is_an_error(tmp_path, capsys):
+    bad = tmp_path / "x.ckpt"
+    bad.write_text("oops")
+    assert main(["probe", f"checkpoint={bad}"]) == 1
+    assert f"{bad}: cannot read checkpoint" in capsys.readouterr().err

@@ -1,0 +1,116 @@
+"""`omnimae pretrain` end to end through the real composed config (a few steps on CPU)."""
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from lightning.pytorch.callbacks import Callback
+from PIL import Image
+
+from omnimae.checkpoint import load_model, read_checkpoint
+from omnimae.cli import compose, main
+from omnimae.errors import CheckpointError
+from omnimae.pretrain import pretrain
+from omnimae.train import NonFiniteError
+
+FAST = ["model=vit_tiny", "modalities.image.batch_size=32", "trainer.log_every_n_steps=1",
+        "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "callbacks.reconstruction_samples=2"]
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    rows = list(csv.DictReader(open(next(run_dir.glob("logs/version_*/metrics.csv")))))
+    return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
+
+
+def test_default_demo_config_runs_and_writes_everything(tmp_path):
+    cfg = compose("pretrain", FAST + ["trainer.max_steps=6", "trainer.check_val_every_n_epoch=1",
+                                      "trainer.limit_train_batches=3", f"run_dir={tmp_path}",
+                                      "callbacks.reconstruction_every_n_steps=3"])
+    result = pretrain(cfg)
+    assert result["steps"] == 6
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file()
+    for png in ("step_0000003.png", "step_0000006.png", "final.png"):
+        im = Image.open(tmp_path / "reconstructions" / png)
+        assert im.format == "PNG" and im.size[0] > 100
+    assert len(losses(tmp_path)) == 6
+    assert list((tmp_path / "tensorboard").glob("version_*/events.out.tfevents*"))
+    assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave nothing behind
+    # the checkpoint rebuilds its model from the stored config alone
+    model, cfg2 = load_model(tmp_path / "checkpoints" / "last.ckpt")
+    assert cfg2.modalities.image.adapter.img_size == 16 and model.embed_dim == 64
+    meta = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["omnimae"]
+    assert meta["targets"] == {"image": "norm_pix"} and meta["version"]
+
+
+def test_pretrain_on_a_folder_of_images(image_folder, tmp_path):
+    code = main(["pretrain", "experiment=none", "model=vit_tiny", "trainer=debug", f"data.root={image_folder}",
+                 "modalities.image.adapter.img_size=32", "modalities.image.adapter.patch_size=8",
+                 "modalities.image.batch_size=8", "modalities.image.num_workers=0", f"run_dir={tmp_path}"])
+    assert code == 0
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert (tmp_path / "reconstructions" / "final.png").is_file()
+
+
+@pytest.mark.parametrize("stop_at", [3, 6])  # epochs are 3 steps: resume at the end of epoch 1 and of epoch 2
+def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, stop_at):
+    common = FAST + ["trainer.max_steps=8", "trainer.limit_train_batches=3", "trainer.check_val_every_n_epoch=100",
+                     "callbacks.reconstruction_every_n_steps=0", f"callbacks.checkpoint_every_n_steps={stop_at}"]
+    full = tmp_path / "full"
+    pretrain(compose("pretrain", common + [f"run_dir={full}"]))
+    snapshot = full / "checkpoints" / f"step-{stop_at:07d}.ckpt"
+    resumed = tmp_path / "resumed"
+    pretrain(compose("pretrain", common + [f"run_dir={resumed}", f"resume={snapshot}"]))
+    a, b = losses(full), losses(resumed)
+    assert sorted(b) == list(range(stop_at, 8))
+    for step in b:
+        assert b[step] == pytest.approx(a[step], abs=1e-6), step
+    wa = read_checkpoint(full / "checkpoints" / "last.ckpt")["state_dict"]
+    wb = read_checkpoint(resumed / "checkpoints" / "last.ckpt")["state_dict"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0, msg=k)
+
+
+class Poison(Callback):
+    """Turns the batches of the given steps into NaN, as a corrupt sample would."""
+
+    def __init__(self, steps):
+        self.steps, self.weights = set(steps), {}
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step in self.steps:
+            batch["image"].fill_(float("nan"))
+            self.weights[trainer.global_step] = {k: v.clone() for k, v in pl_module.state_dict().items()}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        step = trainer.global_step - 1
+        if step in self.weights:  # the poisoned step changed nothing
+            for k, v in pl_module.state_dict().items():
+                assert torch.equal(v, self.weights[step][k]), k
+
+
+def test_non_finite_steps_are_skipped(tmp_path):
+    poison = Poison({2, 3})
+    cfg = compose("pretrain", FAST + ["trainer.max_steps=6", "trainer.limit_train_batches=3", f"run_dir={tmp_path}",
+                                      "callbacks.reconstruction_every_n_steps=0"])
+    pretrain(cfg, extra_callbacks=[poison])
+    assert set(poison.weights) == {2, 3}
+    sd = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["state_dict"]
+    assert all(torch.isfinite(v).all() for v in sd.values())
+
+
+def test_training_stops_after_consecutive_non_finite_steps(tmp_path):
+    cfg = compose("pretrain", FAST + ["trainer.max_steps=10", f"run_dir={tmp_path}", "callbacks.max_nonfinite_steps=3",
+                                      "callbacks.reconstruction_every_n_steps=0"])
+    with pytest.raises(NonFiniteError, match="3 steps in a row had a non-finite loss"):
+        pretrain(cfg, extra_callbacks=[Poison(range(1, 10))])
+
+
+def test_unreadable_resume_checkpoint_fails_before_training(tmp_path, capsys):
+    bad = tmp_path / "garbage.ckpt"
+    bad.write_bytes(b"definitely not a checkpoint")
+    assert main(["pretrain", f"resume={bad}", f"run_dir={tmp_path / 'run'}"]) == 1
+    err = capsys.readouterr().err
+    assert f"{bad}: cannot read checkpoint" in err
+    assert not (tmp_path / "run").exists()
