@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
@@ -48,7 +48,9 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
     for d in data.values():
         d.splits()  # lists and checks every file before training starts
     runs = {m: ModalityRun(**OmegaConf.to_container(n, resolve=True)) for m, n in cfg.modalities.items()}
-    (modality, run), = runs.items() if len(runs) == 1 else (None, None)  # one modality per run for now
+    if len(runs) != 1:
+        raise ConfigError("modalities", f"this release trains one modality per run, got {list(runs)}")
+    (modality, run), = runs.items()
     config = OmegaConf.to_container(cfg, resolve=True)
     module = MAEPretrainer(
         model,
@@ -72,6 +74,8 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
         ReconstructionCallback(run_dir / "reconstructions", cb.reconstruction_every_n_steps, cb.reconstruction_samples),
         LearningRateMonitor(logging_interval="step"),
     ]
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(TQDMProgressBar(refresh_rate=10))
     if cb.get("checkpoint_every_n_steps"):
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step:07d}", every_n_train_steps=cb.checkpoint_every_n_steps, save_top_k=-1, auto_insert_metric_name=False))
     callbacks += extra_callbacks or []
@@ -89,7 +93,7 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
     start = time.time()
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("resume"))
     last = ckpt_dir / "last.ckpt"
-    trainer.save_checkpoint(last)  # the final state, also when the run stopped between saves
+    trainer.save_checkpoint(last, weights_only=False)  # the final state, also when the run stopped between saves
     return {
         "rank": trainer.global_rank,
         "run_dir": run_dir,

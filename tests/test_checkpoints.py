@@ -98,6 +98,10 @@ def test_atomic_path_keeps_the_old_file_when_writing_fails(tmp_path):
             raise RuntimeError("disk full")
     assert target.read_text() == "original"
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
+    with atomic_path(tmp_path / "new.txt") as tmp:
+        tmp.write_text("whole")
+    assert (tmp_path / "new.txt").read_text() == "whole"
+    assert (tmp_path / "new.txt").stat().st_mode & 0o044  # readable by others, like a plain open()
 
 
 def test_probe_prints_the_table_and_writes_json(trained, capsys, tmp_path):

@@ -1,0 +1,143 @@
+"""Pretraining-step speed of omnimae against Hugging Face ViTMAEForPreTraining.
+
+Same model, batch and mask ratio; the two are interleaved in one process (A B B A per round,
+after a warm-up) and each round gives one ratio, so drift in machine speed cancels. Also
+measured: the encoder on 25% of the tokens against all tokens, and model FLOP/s (counted with
+FlopCounterMode) as a fraction of a matmul peak measured in the same process.
+
+    python benchmarks/bench_step.py --model vit_base --batch 8 --rounds 9
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from contextlib import nullcontext
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+from transformers import ViTMAEConfig, ViTMAEForPreTraining
+
+from omnimae.build import build_model
+from omnimae.cli import compose
+
+
+def make_models(model: str, img: int, patch: int, ratio: float):
+    a = "modalities.image.adapter"
+    cfg = compose("pretrain", [f"model={model}", "experiment=none", f"{a}.img_size={img}",
+                               f"{a}.patch_size={patch}", f"{a}.mask_ratio={ratio}"])
+    ours = build_model(cfg)
+    m = cfg.model
+    hf = ViTMAEForPreTraining(ViTMAEConfig(
+        hidden_size=m.embed_dim, num_hidden_layers=m.depth, num_attention_heads=m.num_heads,
+        intermediate_size=int(m.embed_dim * m.mlp_ratio), decoder_hidden_size=m.decoder_embed_dim,
+        decoder_num_hidden_layers=m.decoder_depth, decoder_num_attention_heads=m.decoder_num_heads,
+        decoder_intermediate_size=int(m.decoder_embed_dim * m.mlp_ratio), image_size=img, patch_size=patch,
+        mask_ratio=ratio, norm_pix_loss=True, layer_norm_eps=1e-6, qkv_bias=True))
+    return ours, hf
+
+
+def stepper(model, kind: str, x: torch.Tensor, n: int, bf16: bool):
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
+    gen = torch.Generator().manual_seed(0)
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+            if kind == "omnimae":
+                loss = model.forward_modality(x, "image", generator=gen).loss
+            else:
+                loss = model(pixel_values=x, noise=torch.rand(x.shape[0], n, generator=gen)).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def timed(fn, steps: int) -> float:
+    t = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - t) / steps
+
+
+def interleaved(a, b, rounds: int, steps: int) -> dict:
+    """Per round A B B A; ratio = time(B) / time(A) (> 1: A is faster)."""
+    for _ in range(2):
+        a(), b()
+    ratios, ta, tb = [], [], []
+    for _ in range(rounds):
+        a1, b1, b2, a2 = timed(a, steps), timed(b, steps), timed(b, steps), timed(a, steps)
+        ta.append((a1 + a2) / 2)
+        tb.append((b1 + b2) / 2)
+        ratios.append((b1 + b2) / (a1 + a2))
+    return {"ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
+            "a_s_per_step": statistics.median(ta), "b_s_per_step": statistics.median(tb)}
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    t = timed(lambda: a @ b, reps)
+    return 2 * n**3 / t
+
+
+def step_flops(step) -> int:
+    with FlopCounterMode(display=False) as counter:
+        step()
+    return counter.get_total_flops()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="vit_base")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--patch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--mask-ratio", type=float, default=0.75)
+    p.add_argument("--rounds", type=int, default=9)
+    p.add_argument("--steps", type=int, default=1, help="steps per timed block")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    p.add_argument("--json", default=None, help="also write the results here")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    n = (args.img_size // args.patch) ** 2
+    x = torch.randn(args.batch, 3, args.img_size, args.img_size)
+    ours, hf = make_models(args.model, args.img_size, args.patch, args.mask_ratio)
+    results: dict = {"model": args.model, "batch": args.batch, "img_size": args.img_size, "patch": args.patch,
+                     "mask_ratio": args.mask_ratio, "threads": torch.get_num_threads(), "rounds": args.rounds}
+    for name, bf16, dtype in (("fp32", False, torch.float32), ("bf16", True, torch.bfloat16)):
+        a, b = stepper(ours, "omnimae", x, n, bf16), stepper(hf, "hf", x, n, bf16)
+        r = interleaved(a, b, args.rounds, args.steps)
+        flops = step_flops(a)
+        peak = matmul_peak(dtype)
+        r |= {"step_flops": flops, "omnimae_flops_per_s": flops / r["a_s_per_step"], "matmul_peak_flops_per_s": peak,
+              "omnimae_mfu": flops / r["a_s_per_step"] / peak}
+        results[name] = r
+        print(f"[{name}] omnimae {1 / r['a_s_per_step']:.3f} steps/s, HF {1 / r['b_s_per_step']:.3f} steps/s; "
+              f"speed-up median {r['ratio_median']:.3f} (range {r['ratio_min']:.3f}-{r['ratio_max']:.3f}); "
+              f"model {r['omnimae_flops_per_s'] / 1e9:.0f} GFLOP/s = {100 * r['omnimae_mfu']:.0f}% of the "
+              f"{peak / 1e9:.0f} GFLOP/s matmul peak", flush=True)
+    # the asymmetric encoder: forward + backward on 25% of the tokens against all of them
+    adapter = ours.adapters["image"]
+    patches = adapter.tokenize(x)
+    keep = torch.argsort(torch.rand(args.batch, n), dim=1)[:, : int(n * (1 - args.mask_ratio))]
+
+    def encoder(ids):
+        return lambda: ours.forward_encoder(patches, adapter, ids).sum().backward()
+
+    r = interleaved(encoder(keep), encoder(None), args.rounds, args.steps)
+    results["encoder_visible_vs_all"] = r
+    print(f"[encoder] visible {1 - args.mask_ratio:.0%} of tokens vs all: {r['ratio_median']:.2f}x faster "
+          f"(range {r['ratio_min']:.2f}-{r['ratio_max']:.2f})", flush=True)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
