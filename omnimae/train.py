@@ -158,7 +158,9 @@ class MAEPretrainer(L.LightningModule):
         trainer = self.trainer
         effective_batch = self.batch_size * trainer.world_size * trainer.accumulate_grad_batches
         lr = self.optim.base_lr * effective_batch / 256
-        groups = param_groups_weight_decay(self.model, self.optim.weight_decay, self.model.no_weight_decay())
+        groups = param_groups_weight_decay(
+            self.model, weight_decay=self.optim.weight_decay, no_weight_decay_list=self.model.no_weight_decay()
+        )
         optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(self.optim.betas))
         total = max(1, int(trainer.estimated_stepping_batches))
         warmup = self.optim.warmup_steps

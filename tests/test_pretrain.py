@@ -114,3 +114,35 @@ def test_unreadable_resume_checkpoint_fails_before_training(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{bad}: cannot read checkpoint" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_optimizer_groups_lr_scaling_and_schedule_follow_the_mae_recipe(tmp_path):
+    cfg = compose("pretrain", FAST + ["trainer.max_steps=10", "optim.warmup_steps=3", "optim.base_lr=1e-3",
+                                      "optim.min_lr=1e-5", f"run_dir={tmp_path}", "callbacks.reconstruction_every_n_steps=0"])
+    result = pretrain(cfg)
+    # AdamW groups: decay only on >= 2-D weights; norms, biases, tokens and modality embeddings undecayed
+    ckpt = read_checkpoint(result["checkpoint"])
+    state, groups = ckpt["optimizer_states"][0]["state"], ckpt["optimizer_states"][0]["param_groups"]
+    model, _ = load_model(result["checkpoint"])
+    decayed = [state[i]["exp_avg"].shape for g in groups if g["weight_decay"] > 0 for i in g["params"]]
+    linear_weights = [m.weight.shape for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert groups[0]["betas"] == (0.9, 0.95) and {g["weight_decay"] for g in groups} == {0.0, 0.05}
+    # exactly the Linear weights decay: no norm, bias, CLS/mask token or modality embedding
+    assert sorted(decayed) == sorted(linear_weights)
+    # lr = base_lr x batch / 256, linear warm-up over 3 steps, then cosine to min_lr over the other 7
+    peak, lo = 1e-3 * 32 / 256, 1e-5
+    rows = list(csv.DictReader(open(next(tmp_path.glob("logs/version_*/metrics.csv")))))
+    lrs = {int(r["step"]): float(r["lr-AdamW"]) for r in rows if r.get("lr-AdamW")}
+    for t, lr in lrs.items():
+        if t < 3:
+            expected = peak * (1 / 4 + (1 - 1 / 4) * t / 3)
+        else:
+            expected = lo + (peak - lo) * (1 + np.cos(np.pi * (t - 3) / 7)) / 2
+        assert lr == pytest.approx(expected, rel=1e-6), t
+
+
+def test_bf16_autocast_switch_trains_on_cpu(tmp_path):
+    cfg = compose("pretrain", FAST + ["trainer.max_steps=3", "trainer.precision=bf16-mixed", f"run_dir={tmp_path}",
+                                      "callbacks.reconstruction_every_n_steps=0"])
+    assert pretrain(cfg)["steps"] == 3
+    assert all(np.isfinite(v) for v in losses(tmp_path).values())
