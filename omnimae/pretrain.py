@@ -61,7 +61,7 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
         config=config,
     )
     dm = MAEDataModule(data, runs, cfg.seed)
-    has_val = len(data[modality].splits()["val"][0]) > 0
+    has_val = len(data[modality].splits()["val"][1]) > 0  # (source, labels) per split
     ckpt_dir = run_dir / "checkpoints"
     cb = cfg.callbacks
     checkpoint = ModelCheckpoint(
