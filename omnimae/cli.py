@@ -17,11 +17,15 @@ verbs:
               e.g. omnimae pretrain experiment=none model=vit_small data.root=/data/images trainer.max_epochs=5
   probe       linear and kNN probe of a checkpoint's frozen encoder against raw pixels and random weights
               e.g. omnimae probe checkpoint=latest
+  forecast    zero-shot forecast of a CSV / netCDF / zarr file with a vision MAE (VisionTS)
+              e.g. omnimae forecast --input sales.csv --horizon 24 --periodicity auto
+  forecast-eval  rolling-origin backtest of a checkpoint on real series beside classical baselines
   export      write a checkpoint as safetensors, official MAE (.pth) or timm ViT weights
               e.g. omnimae export checkpoint=runs/.../last.ckpt format=timm output=vit.pth
   modalities  list the registered modality adapters
 
-Overrides use Hydra's syntax; `omnimae VERB --cfg` prints the composed config.
+Overrides use Hydra's syntax (key=value); `--key value` is the same as key=value.
+`omnimae VERB --cfg` prints the composed config.
 """
 
 
@@ -33,6 +37,26 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
         return hydra_compose(config_name, overrides=overrides)
 
 
+def _as_overrides(args: list[str]) -> list[str]:
+    """Accept `--key value` and `--key=value` beside Hydra's key=value (dashes in keys become underscores)."""
+    out, i = [], 0
+    while i < len(args):
+        a = args[i]
+        if a.startswith("--") and a != "--cfg":
+            key = a[2:]
+            if "=" in key:
+                key, value = key.split("=", 1)
+            elif i + 1 < len(args):
+                value, i = args[i + 1], i + 1
+            else:
+                value = "true"
+            out.append(f"{key.replace('-', '_')}={value}")
+        else:
+            out.append(a)
+        i += 1
+    return out
+
+
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
@@ -42,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
-    verb, overrides = argv[0], argv[1:]
-    verbs = {"pretrain": _pretrain, "probe": _probe, "export": _export, "modalities": _modalities}
+    verb, overrides = argv[0], _as_overrides(argv[1:])
+    verbs = {"pretrain": _pretrain, "probe": _probe, "export": _export, "modalities": _modalities,
+             "forecast": _forecast, "forecast-eval": _forecast_eval}
     if verb not in verbs:
         print(f"omnimae: unknown verb {verb!r}\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -94,6 +119,25 @@ def _export(overrides: list[str]) -> int:
     from omnimae.export import run_export
 
     run_export(compose("export", overrides))
+    return 0
+
+
+def _forecast(overrides: list[str]) -> int:
+    if _print_cfg(overrides, "forecast"):
+        return 0
+    from omnimae.forecast_cli import run_forecast
+
+    result = run_forecast(compose("forecast", overrides))
+    print("\n".join(["omnimae forecast:"] + [f"  {k:<12} {v}" for k, v in result.items()]))
+    return 0
+
+
+def _forecast_eval(overrides: list[str]) -> int:
+    if _print_cfg(overrides, "forecast_eval"):
+        return 0
+    from omnimae.forecast_cli import run_forecast_eval
+
+    run_forecast_eval(compose("forecast_eval", overrides))
     return 0
 
 

@@ -1,0 +1,332 @@
+"""Time series as grey images, following VisionTS (Chen et al. 2024).
+
+A series is normalized by its context's mean and std (scaled by `norm_const`), left-padded to a
+whole number of periods, folded into a [periodicity x periods] image, resized so the context fills
+the left `num_patch_input` patch columns (`align_const`), and the right-hand columns are masked.
+The MAE's reconstruction of those columns, resized back and de-normalized, is the forecast.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy.signal import lfilter
+import torch.nn.functional as F
+from einops import rearrange, repeat
+from torch.utils.data import Dataset
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from omnimae.adapter import register_modality
+from omnimae.errors import ConfigError, DataError
+from omnimae.masking import MaskIndices, explicit_masking, random_masking
+from omnimae.patches import Patches
+from .image import ImageAdapter
+
+INTERPOLATIONS = {
+    "bilinear": InterpolationMode.BILINEAR,
+    "bicubic": InterpolationMode.BICUBIC,
+    "nearest": InterpolationMode.NEAREST,
+}
+
+
+def _resize(x: torch.Tensor, size: tuple[int, int], interpolation: str) -> torch.Tensor:
+    # antialias off, as VisionTS resizes
+    return TF.resize(x, list(size), interpolation=INTERPOLATIONS[interpolation], antialias=False)
+
+
+@dataclass(frozen=True)
+class RasterGeometry:
+    """Where context and forecast go in the image, for one (context, horizon, periodicity)."""
+
+    context_len: int
+    pred_len: int
+    periodicity: int
+    img_size: int = 224
+    patch_size: int = 16
+    align_const: float = 0.4
+    interpolation: str = "bilinear"
+
+    def __post_init__(self) -> None:
+        if self.pred_len < 1:
+            raise ConfigError("horizon", f"must be at least 1, got {self.pred_len}")
+        if self.periodicity < 1:
+            raise ConfigError("periodicity", f"must be at least 1, got {self.periodicity}")
+        if self.context_len < self.periodicity:
+            raise ConfigError("context", f"{self.context_len} points is shorter than one period ({self.periodicity})")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ConfigError("interpolation", f"must be one of {sorted(INTERPOLATIONS)}, got {self.interpolation!r}")
+
+    @property
+    def num_patch(self) -> int:
+        return self.img_size // self.patch_size
+
+    @property
+    def pad_left(self) -> int:
+        return (-self.context_len) % self.periodicity
+
+    @property
+    def pad_right(self) -> int:
+        return (-self.pred_len) % self.periodicity
+
+    @property
+    def num_patch_input(self) -> int:
+        total = self.pad_left + self.context_len + self.pad_right + self.pred_len
+        ratio = (self.pad_left + self.context_len) / total
+        return max(1, int(ratio * self.num_patch * self.align_const))
+
+    @property
+    def input_width(self) -> int:
+        return int(self.img_size * self.num_patch_input / self.num_patch)
+
+    @property
+    def output_width(self) -> int:
+        scale_x = ((self.pad_left + self.context_len) // self.periodicity) / self.input_width
+        return int(round(self.img_size * scale_x))
+
+    def mask(self) -> torch.Tensor:
+        """[num_patch^2] token mask: 1 for the right-hand (future) patch columns."""
+        m = torch.ones(self.num_patch, self.num_patch)
+        m[:, : self.num_patch_input] = 0
+        return m.reshape(-1)
+
+    def check(self) -> None:
+        if self.output_width * self.periodicity < self.pad_left + self.context_len + self.pred_len:
+            raise ConfigError(
+                "horizon",
+                f"{self.pred_len} steps do not fit the image at this context ({self.context_len}) and "
+                f"periodicity ({self.periodicity}); use a longer context or a shorter horizon",
+            )
+
+
+def normalize(x: torch.Tensor, norm_const: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x [B, T, V] -> (x_norm, mean [B, 1, V], std [B, 1, V]); std scaled by 1 / norm_const."""
+    means = x.mean(1, keepdim=True)
+    x = x - means
+    stdev = torch.sqrt(torch.var(x, dim=1, keepdim=True, unbiased=False) + 1e-5) / norm_const
+    return x / stdev, means, stdev
+
+
+def rasterize(x: torch.Tensor, geo: RasterGeometry, norm_const: float = 0.4):
+    """Context x [B, T, V] -> (images [B*V, 3, H, W] with the future columns zero, mean, std)."""
+    x, means, stdev = normalize(x, norm_const)
+    x = rearrange(x, "b t v -> b v t")
+    x = F.pad(x, (geo.pad_left, 0), mode="replicate")  # [B, V, pad + T]
+    x = rearrange(x, "b v (p f) -> (b v) 1 f p", f=geo.periodicity)  # folded: periodicity rows
+    x = _resize(x, (geo.img_size, geo.input_width), geo.interpolation)
+    future = x.new_zeros(x.shape[0], 1, geo.img_size, geo.img_size - geo.input_width)
+    image = torch.cat([x, future], dim=-1)  # [B*V, 1, H, W]
+    return repeat(image, "n 1 h w -> n c h w", c=3), means, stdev
+
+
+def read_back(images: torch.Tensor, geo: RasterGeometry, means: torch.Tensor, stdev: torch.Tensor) -> torch.Tensor:
+    """Reconstructed images [B*V, C, H, W] -> forecast [B, pred_len, V] in the series' units."""
+    grey = images.mean(1, keepdim=True)  # colour to grey
+    folded = _resize(grey, (geo.periodicity, geo.output_width), geo.interpolation)
+    flat = rearrange(folded, "(b v) 1 f p -> b (p f) v", b=means.shape[0])
+    start = geo.pad_left + geo.context_len
+    y = flat[:, start : start + geo.pred_len]
+    return y * stdev + means
+
+
+@register_modality("timeseries")
+class TimeSeriesAdapter(ImageAdapter):
+    """Rasterized series through 2D patches; in training, right-hand (future) masks mix with random ones."""
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        decoder_embed_dim: int,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        mask_ratio: float = 0.75,
+        norm_pix_loss: bool = False,
+        norm_const: float = 0.4,
+        align_const: float = 0.4,
+        interpolation: str = "bilinear",
+        future_mask_prob: float = 0.5,
+        min_visible_columns: int = 2,
+        max_visible_columns: int = 7,
+    ):
+        super().__init__(
+            embed_dim=embed_dim, decoder_embed_dim=decoder_embed_dim, img_size=img_size, patch_size=patch_size,
+            in_chans=in_chans, mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss,
+            mean=(0.0,) * in_chans, std=(1.0,) * in_chans,
+        )
+        if norm_const <= 0:
+            raise ConfigError("norm_const", f"must be positive, got {norm_const}")
+        if not 0 < align_const <= 1:
+            raise ConfigError("align_const", f"must lie in (0, 1], got {align_const}")
+        if interpolation not in INTERPOLATIONS:
+            raise ConfigError("interpolation", f"must be one of {sorted(INTERPOLATIONS)}, got {interpolation!r}")
+        if not 0 <= future_mask_prob <= 1:
+            raise ConfigError("future_mask_prob", f"must lie in [0, 1], got {future_mask_prob}")
+        num_patch = img_size // patch_size
+        if not 1 <= min_visible_columns <= max_visible_columns < num_patch:
+            raise ConfigError(
+                "min_visible_columns",
+                f"need 1 <= min_visible_columns <= max_visible_columns < {num_patch}, got {min_visible_columns}, {max_visible_columns}",
+            )
+        self.norm_const, self.align_const, self.interpolation = norm_const, align_const, interpolation
+        self.future_mask_prob = future_mask_prob
+        self.visible_columns = (min_visible_columns, max_visible_columns)
+
+    def geometry(self, context_len: int, pred_len: int, periodicity: int) -> RasterGeometry:
+        return RasterGeometry(context_len, pred_len, periodicity, self.img_size, self.patch_size, self.align_const, self.interpolation)
+
+    def mask(self, patches: Patches, *, noise=None, generator=None) -> MaskIndices:
+        """Random masking, or (with future_mask_prob) every column right of a random split: a forecast task."""
+        b, n, _ = patches.values.shape
+        device = patches.values.device
+        if noise is None and self.future_mask_prob > 0:
+            draw = torch.rand(2, generator=generator, device=device)
+            if draw[0] < self.future_mask_prob:
+                cols = self.img_size // self.patch_size
+                lo, hi = self.visible_columns  # the range forecasting uses (align_const 0.4: 2-6 columns)
+                visible = lo + int(draw[1] * (hi - lo + 1))
+                m = torch.ones(cols, cols, device=device)
+                m[:, :visible] = 0
+                return explicit_masking(m.reshape(1, -1).expand(b, -1))
+        return random_masking(b, n, self.mask_ratio, noise=noise, generator=generator, device=device)
+
+    def to_display(self, x: torch.Tensor, mask: bool = False) -> torch.Tensor:
+        if mask:
+            return x.float().amax(dim=1).unsqueeze(-1)
+        grey = x.float().mean(1)  # [B, H, W], normalized series values (about -2.5 .. 2.5)
+        return ((grey + 2.5) / 5).clamp(0, 1).unsqueeze(-1)
+
+
+# --- pretraining data ----------------------------------------------------------------------
+SEASONAL_PERIODS = (4, 5, 7, 12, 24, 48, 52, 96, 168, 336)
+
+
+def synthetic_series(rng: np.random.Generator, length: int, period: int) -> np.ndarray:
+    """One synthetic series in the spirit of KernelSynth: trend + seasonalities + level shifts + AR noise."""
+    t = np.arange(length, dtype=np.float64)
+    u = t / max(length - 1, 1)
+    y = rng.normal(0, 1) + rng.normal(0, 1.5) * u + rng.normal(0, 1.0) * (u - 0.5) ** 2 * (rng.random() < 0.3)
+    for p, scale in ((period, 1.0), (int(rng.choice(SEASONAL_PERIODS)), 0.4)):
+        if p < 2 or (p != period and rng.random() < 0.5):
+            continue
+        for k in range(1, int(rng.integers(1, 4)) + 1):  # a few harmonics of each seasonality
+            y = y + scale * rng.normal(0, 1) / k * np.sin(2 * np.pi * k * t / p + rng.uniform(0, 2 * np.pi))
+    if rng.random() < 0.3:  # level shifts
+        for start in rng.integers(0, length, size=int(rng.integers(1, 3))):
+            y[start:] += rng.normal(0, 0.8)
+    phi, sigma = rng.uniform(0, 0.9), rng.uniform(0.02, 0.4)
+    noise = lfilter([1.0], [1.0, -phi], rng.normal(0, sigma, length))  # AR(1)
+    return y + noise
+
+
+def window_image(series: np.ndarray, period: int, img_size: int, context_fraction: float, norm_const: float,
+                 interpolation: str, chans: int) -> torch.Tensor:
+    """A whole window (context and future at one scale) folded by period -> [chans, H, W]."""
+    x = torch.as_tensor(series, dtype=torch.float32).view(1, -1, 1)
+    n_ctx = max(period, int(len(series) * context_fraction))
+    _, mean, std = normalize(x[:, :n_ctx], norm_const)  # context statistics, as at forecast time
+    x = ((x - mean) / std).view(1, 1, -1)
+    folded = rearrange(x, "b c (p f) -> b c f p", f=period)
+    img = _resize(folded, (img_size, img_size), interpolation)[0]  # [1, H, W]
+    return img.expand(chans, -1, -1).contiguous()
+
+
+class SeriesWindows(Dataset):
+    """Rasterized windows: of synthetic series (an endless, seeded stream) or of given series."""
+
+    def __init__(self, size: int, adapter_kwargs: dict, series: list[tuple[np.ndarray, int]] | None, base_seed: int,
+                 max_length: int):
+        self.size, self.kw, self.series, self.base_seed, self.max_length = size, adapter_kwargs, series, base_seed, max_length
+        self.labels = [-1] * size
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, key) -> torch.Tensor:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        rng = np.random.default_rng([self.base_seed, index] if seed is None else [self.base_seed, seed])
+        kw = self.kw
+        cols = kw["img_size"] // kw["patch_size"]
+        if self.series is None:
+            period = 1 if rng.random() < 0.1 else int(rng.choice(SEASONAL_PERIODS))
+        else:
+            values, period = self.series[int(rng.integers(len(self.series)))]
+        max_periods = max(4, self.max_length // period)
+        if self.series is not None:
+            max_periods = min(max_periods, len(values) // period)
+        periods = int(rng.integers(min(4, max_periods), max_periods + 1)) if period > 1 else int(rng.integers(cols * 4, self.max_length + 1))
+        length = periods * period
+        if self.series is None:
+            window = synthetic_series(rng, length, period)
+        else:
+            start = int(rng.integers(0, len(values) - length + 1))
+            window = values[start : start + length]
+        frac = rng.uniform(0.15, 0.6)  # the context share, like the visible columns at forecast time
+        return window_image(window, period, kw["img_size"], frac, kw["norm_const"], kw["interpolation"], kw["in_chans"])
+
+
+class TimeSeriesData:
+    """Pretraining windows for the timeseries adapter: `builtin: synthetic` or a folder of CSV/netCDF/zarr series."""
+
+    def __init__(
+        self,
+        img_size: int = 224,
+        patch_size: int = 16,
+        in_chans: int = 3,
+        norm_const: float = 0.4,
+        interpolation: str = "bilinear",
+        root: str | None = None,
+        builtin: str | None = "synthetic",
+        periodicity: int | None = None,
+        samples_per_epoch: int = 8192,
+        val_samples: int = 64,
+        max_length: int = 4096,
+        seed: int = 0,
+    ):
+        builtin = None if root is not None else builtin  # a folder, when given, replaces the built-in stream
+        if root is None and builtin is None:
+            raise ConfigError("root", "no data: set root (a folder of series, data.root=PATH) or builtin=synthetic")
+        if builtin not in (None, "synthetic"):
+            raise ConfigError("builtin", f"unknown built-in source {builtin!r}; the only one is 'synthetic'")
+        if samples_per_epoch < 1 or val_samples < 0:
+            raise ConfigError("samples_per_epoch", "must be positive (and val_samples >= 0)")
+        self.adapter = dict(img_size=img_size, patch_size=patch_size, in_chans=in_chans, norm_const=norm_const, interpolation=interpolation)
+        self.root, self.builtin, self.periodicity = root, builtin, periodicity
+        self.samples_per_epoch, self.val_samples, self.max_length, self.seed = samples_per_epoch, val_samples, max_length, seed
+        self._series: list[tuple[np.ndarray, int]] | None = None
+
+    def _load(self) -> list[tuple[np.ndarray, int]] | None:
+        if self.root is None:
+            return None
+        from pathlib import Path
+
+        from omnimae.series_io import periodicity_candidates, read_series
+
+        root = Path(self.root).expanduser()
+        files = sorted(p for p in root.rglob("*") if p.suffix in (".csv", ".nc") or p.suffix == ".zarr")
+        if not files:
+            raise DataError(f"data.root={root}: no .csv, .nc or .zarr series found")
+        out = []
+        for f in files:
+            table = read_series(f)
+            period = self.periodicity or periodicity_candidates(table.time)[0]
+            for v in range(table.values.shape[1]):
+                if len(table.values) < 4 * period:
+                    raise DataError(f"{f}: column {table.names[v]!r} has {len(table.values)} points, fewer than 4 periods of {period}")
+                out.append((table.values[:, v], period))
+        return out
+
+    def splits(self) -> dict[str, tuple]:
+        if self._series is None and self.root is not None:
+            self._series = self._load()
+        return {"train": (None, [-1] * self.samples_per_epoch), "val": (None, [-1] * self.val_samples)}
+
+    def dataset(self, split: str, train: bool) -> SeriesWindows:
+        self.splits()
+        size = self.samples_per_epoch if split == "train" else self.val_samples
+        base = self.seed * 2 + (0 if split == "train" else 1)  # train and val draw from disjoint streams
+        return SeriesWindows(size, self.adapter, self._series, base, self.max_length)

@@ -1,0 +1,114 @@
+"""Zero-shot forecasting with an MAE: the VisionTS pipeline over omnimae's core.
+
+    f = Forecaster.from_checkpoint("mae_base")          # or a path: omnimae, official MAE or HF ViTMAE
+    y = f.predict(context, horizon=24, periodicity=24)  # context [T, V] or [B, T, V] -> [B, 24, V]
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from omnimae.build import build_model
+from omnimae.checkpoint import convert_to_omnimae, load_model, load_weights, read_checkpoint, state_dict_of, hf_to_official, detect_layout
+from omnimae.errors import CheckpointError, ConfigError
+from omnimae.model import MaskedAutoencoder
+from omnimae.modalities.timeseries import RasterGeometry, TimeSeriesAdapter, rasterize, read_back
+
+DEFAULT_RASTER = {"norm_const": 0.4, "align_const": 0.4, "interpolation": "bilinear"}
+
+
+def config_for_architecture(arch: dict) -> DictConfig:
+    """An omnimae config (model + timeseries adapter) for an MAE architecture given by its shapes."""
+    from omnimae.cli import compose
+
+    a = "modalities.timeseries.adapter"
+    overrides = ["experiment=none", "modality=timeseries", "model=vit_base"]
+    overrides += [f"model.{k}={arch[k]}" for k in ("embed_dim", "depth", "num_heads", "decoder_embed_dim",
+                                                    "decoder_depth", "decoder_num_heads", "mlp_ratio")]
+    overrides += [f"{a}.{k}={arch[k]}" for k in ("img_size", "patch_size", "in_chans")]
+    return compose("pretrain", overrides)
+
+
+class Forecaster:
+    """Forecasts by reconstructing the masked right-hand columns of a rasterized series."""
+
+    def __init__(
+        self,
+        model: MaskedAutoencoder,
+        modality: str = "timeseries",
+        device: str | torch.device = "cpu",
+        batch_size: int = 64,
+        norm_const: float | None = None,
+        align_const: float | None = None,
+        interpolation: str | None = None,
+    ):
+        if modality not in model.adapters:
+            raise ConfigError("modality", f"{modality!r} is not in the model (it has {list(model.adapters)})")
+        adapter = model.adapters[modality]
+        if adapter.norm_pix_loss:
+            raise CheckpointError(
+                f"modality {modality!r} was trained with norm_pix_loss: its predictions are per-patch "
+                "normalized and cannot be read back as values; forecasting needs a pixel-target model"
+            )
+        self.model = model.eval().to(device)
+        self.modality, self.adapter, self.device, self.batch_size = modality, adapter, torch.device(device), batch_size
+        own = {k: getattr(adapter, k) for k in DEFAULT_RASTER if isinstance(adapter, TimeSeriesAdapter)}
+        given = {"norm_const": norm_const, "align_const": align_const, "interpolation": interpolation}
+        self.raster = DEFAULT_RASTER | own | {k: v for k, v in given.items() if v is not None}
+
+    @classmethod
+    def from_checkpoint(
+        cls, checkpoint: str | Path, device: str = "cpu", num_heads: int | None = None,
+        decoder_num_heads: int | None = None, **kwargs,
+    ) -> "Forecaster":
+        """An omnimae checkpoint, an official MAE .pth (by path or name: mae_base/large/huge) or HF ViTMAE weights."""
+        from omnimae import hub
+
+        path = hub.fetch_checkpoint(str(checkpoint)) if str(checkpoint) in hub.OFFICIAL else Path(checkpoint)
+        ckpt = read_checkpoint(path)
+        if ckpt.get("omnimae"):
+            model, cfg = load_model(path)
+            modality = "timeseries" if "timeseries" in model.adapters else next(iter(model.adapters))
+            return cls(model, modality, device, **kwargs)
+        sd = state_dict_of(ckpt)
+        layout = detect_layout(sd)
+        if layout == "hf":
+            sd = hf_to_official(sd)
+        elif layout != "official":
+            raise CheckpointError(f"{path}: not an omnimae, official MAE or Hugging Face ViTMAE checkpoint")
+        arch = hub.infer_official_architecture(sd, num_heads=num_heads, decoder_num_heads=decoder_num_heads)
+        model = build_model(config_for_architecture(arch))
+        load_weights(model, convert_to_omnimae(sd, str(path), modality="timeseries"), str(path))
+        return cls(model, "timeseries", device, **kwargs)
+
+    def geometry(self, context_len: int, horizon: int, periodicity: int) -> RasterGeometry:
+        a = self.adapter
+        geo = RasterGeometry(context_len, horizon, periodicity, a.img_size, a.patch_size,
+                             self.raster["align_const"], self.raster["interpolation"])
+        geo.check()
+        return geo
+
+    @torch.no_grad()
+    def predict(self, context, horizon: int, periodicity: int = 1) -> np.ndarray:
+        """context [T, V] or [B, T, V] (no NaNs) -> forecast [B, horizon, V] (float64)."""
+        x = torch.as_tensor(np.asarray(context), dtype=torch.float32)
+        if x.ndim == 2:
+            x = x.unsqueeze(0)
+        if x.ndim != 3:
+            raise ValueError(f"context must be [T, V] or [B, T, V], got shape {tuple(x.shape)}")
+        if not torch.isfinite(x).all():
+            raise ValueError("context holds NaN or infinite values")
+        geo = self.geometry(x.shape[1], horizon, periodicity)
+        images, means, stdev = rasterize(x, geo, self.raster["norm_const"])  # [B*V, 3, H, W]
+        images = images[:, :1].expand(-1, self.adapter.in_chans, -1, -1)  # grey in every channel
+        mask = geo.mask().to(self.device)
+        recon = []
+        for i in range(0, images.shape[0], self.batch_size):
+            chunk = images[i : i + self.batch_size].to(self.device)
+            out = self.model.forward_modality(chunk, self.modality, mask=mask.expand(chunk.shape[0], -1))
+            recon.append(self.adapter.untokenize(out.patches.replace(out.pred.float())).cpu())
+        y = read_back(torch.cat(recon), geo, means, stdev)  # [B, horizon, V]
+        return y.double().numpy()

@@ -1,0 +1,135 @@
+"""`omnimae forecast` end to end on files the tests write, and its errors."""
+import functools
+import http.server
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from omnimae.build import build_model
+from omnimae.checkpoint import omnimae_to_official, save_safetensors
+from omnimae.cli import compose, main
+
+A = "modalities.timeseries.adapter"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """An (untrained) omnimae forecaster at 64 px, saved as a self-describing safetensors file."""
+    cfg = compose("pretrain", ["experiment=none", "modality=timeseries", "model=vit_tiny", f"{A}.img_size=64", f"{A}.patch_size=8"])
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.safetensors"
+    save_safetensors(model, cfg, path)
+    return path, model
+
+
+@pytest.fixture
+def airline_csv(tmp_path):
+    t = pd.date_range("1949-01-01", periods=144, freq="MS")
+    y = 120 + 2 * np.arange(144) + 30 * np.sin(2 * np.pi * np.arange(144) / 12)
+    df = pd.DataFrame({"month": t, "passengers": y, "doubled": 2 * y + 1})
+    path = tmp_path / "airline.csv"
+    df.to_csv(path, index=False)
+    return path
+
+
+def test_forecast_csv_in_csv_and_png_out(checkpoint, airline_csv, tmp_path, capsys):
+    before = airline_csv.read_bytes()
+    out = tmp_path / "fc.csv"
+    assert main(["forecast", "--checkpoint", str(checkpoint[0]), "--input", str(airline_csv), "--output", str(out), "--horizon", "18"]) == 0
+    fc = pd.read_csv(out)
+    assert list(fc.columns) == ["month", "passengers", "doubled"] and len(fc) == 18
+    assert pd.to_datetime(fc["month"]).tolist() == list(pd.date_range("1961-01-01", periods=18, freq="MS"))
+    assert np.isfinite(fc[["passengers", "doubled"]].to_numpy()).all()
+    assert (tmp_path / "fc.csv.png").is_file()
+    assert airline_csv.read_bytes() == before
+    text = capsys.readouterr().out
+    assert "periodicity  12" in text  # from the monthly index
+
+
+def test_forecast_matches_the_python_api_and_writes_netcdf(checkpoint, airline_csv, tmp_path):
+    import xarray as xr
+
+    from omnimae.forecast import Forecaster
+
+    out = tmp_path / "fc.nc"
+    assert main(["forecast", f"checkpoint={checkpoint[0]}", f"input={airline_csv}", f"output={out}", "horizon=6",
+                 "periodicity=12", "context=96", "plot=false"]) == 0
+    ds = xr.open_dataset(out)
+    values = np.stack([ds["passengers"].values, ds["doubled"].values], axis=1)
+    series = pd.read_csv(airline_csv)[["passengers", "doubled"]].to_numpy()
+    expected = Forecaster(checkpoint[1]).predict(series[-96:], 6, 12)[0]
+    np.testing.assert_allclose(values, expected, rtol=1e-6)
+
+
+def test_auto_periodicity_and_truth(checkpoint, airline_csv, tmp_path, capsys):
+    df = pd.read_csv(airline_csv)
+    df.iloc[:120].to_csv(tmp_path / "history.csv", index=False)
+    df.iloc[120:].to_csv(tmp_path / "future.csv", index=False)
+    assert main(["forecast", f"checkpoint={checkpoint[0]}", f"input={tmp_path / 'history.csv'}", "horizon=24",
+                 "periodicity=auto", f"truth={tmp_path / 'future.csv'}"]) == 0
+    text = capsys.readouterr().out
+    assert "mae" in text and (tmp_path / "history.forecast.csv").is_file()
+
+
+def test_named_official_checkpoint_is_downloaded_once(checkpoint, airline_csv, tmp_path, monkeypatch, capsys):
+    serve = tmp_path / "serve"
+    serve.mkdir()
+    torch.save({"model": omnimae_to_official(checkpoint[1], "timeseries")}, serve / "mae_visualize_vit_base.pth")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(serve))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("OMNIMAE_CHECKPOINT_URL", f"http://127.0.0.1:{server.server_address[1]}/")
+    monkeypatch.setenv("OMNIMAE_CACHE", str(tmp_path / "cache"))
+    try:
+        args = ["forecast", "checkpoint=mae_base", f"input={airline_csv}", "horizon=6", "num_heads=4",
+                "decoder_num_heads=4", f"output={tmp_path / 'a.csv'}", "plot=false"]
+        assert main(args) == 0
+        assert (tmp_path / "cache" / "mae_visualize_vit_base.pth").is_file()
+    finally:
+        server.shutdown()
+    args[-2] = f"output={tmp_path / 'b.csv'}"
+    assert main(args) == 0  # served from the cache: the server is gone
+    np.testing.assert_allclose(pd.read_csv(tmp_path / "a.csv").iloc[:, 1:], pd.read_csv(tmp_path / "b.csv").iloc[:, 1:])
+
+
+@pytest.mark.parametrize(
+    "change,override,message",
+    [
+        (lambda df: df.assign(passengers=df.passengers.astype(object).where(df.index != 7, "abc")), [], "passengers"),
+        (lambda df: df.assign(doubled=df.doubled.where((df.index < 40) | (df.index > 50))), [], "doubled"),
+        (lambda df: df.iloc[:8], ["periodicity=12"], "shorter than one period"),
+        (lambda df: df, ["horizon=0"], "horizon: must be a positive integer"),
+        (lambda df: df.iloc[::-1], [], "unsorted|not sorted|order"),
+    ],
+)
+def test_bad_inputs_are_named(checkpoint, airline_csv, tmp_path, capsys, change, override, message):
+    df = change(pd.read_csv(airline_csv))
+    bad = tmp_path / "bad.csv"
+    df.to_csv(bad, index=False)
+    args = ["forecast", f"checkpoint={checkpoint[0]}", f"input={bad}", "horizon=6", *override]
+    assert main(args) == 1
+    err = capsys.readouterr().err
+    assert pytest.importorskip("re").search(message, err), err
+
+
+def test_output_never_overwrites_the_input(checkpoint, airline_csv, capsys):
+    before = airline_csv.read_bytes()
+    assert main(["forecast", f"checkpoint={checkpoint[0]}", f"input={airline_csv}", f"output={airline_csv}", "horizon=6"]) == 1
+    assert "over an input" in capsys.readouterr().err
+    assert airline_csv.read_bytes() == before
+
+
+def test_forecast_eval_scores_the_checkpoint_beside_baselines(checkpoint, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert main(["forecast-eval", f"checkpoint={checkpoint[0]}", f"output_dir={out}", "series=[airline,lynx]",
+                 "baselines=[naive,seasonal_naive]", "n_origins=2"]) == 0
+    df = pd.read_csv(out / "forecast_eval.csv")
+    assert set(df["method"]) == {"omnimae", "naive", "seasonal_naive"} and set(df["series"]) == {"airline", "lynx"}
+    assert np.isfinite(df["MASE"]).all()
+    assert (out / "forecast_eval_summary.csv").is_file() and (out / "forecast_eval_mase.png").is_file()
+    assert main(["forecast-eval", f"checkpoint={checkpoint[0]}", "series=[nope]"]) == 1
+    assert "series: unknown series" in capsys.readouterr().err
