@@ -286,13 +286,16 @@ def load_model(path: str | Path) -> tuple[MaskedAutoencoder, DictConfig]:
     return model, cfg
 
 
-def save_safetensors(model: MaskedAutoencoder, cfg: DictConfig | dict, path: str | Path) -> Path:
-    """Weights as safetensors with the resolved config in the metadata, written atomically."""
+def save_safetensors(model: MaskedAutoencoder, cfg: DictConfig | dict, path: str | Path, dtype: torch.dtype | None = None) -> Path:
+    """Weights as safetensors with the resolved config in the metadata, written atomically.
+
+    dtype (e.g. torch.float16) halves the file; loading casts back to the model's dtype.
+    """
     from safetensors.torch import save_file
 
     config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     meta = {"omnimae": json.dumps({"version": __version__, "config": config, "modalities": list(model.adapters)})}
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return Path(path)

@@ -20,6 +20,8 @@ verbs:
   forecast    zero-shot forecast of a CSV / netCDF / zarr file with a vision MAE (VisionTS)
               e.g. omnimae forecast --input sales.csv --horizon 24 --periodicity auto
   forecast-eval  rolling-origin backtest of a checkpoint on real series beside classical baselines
+  embed       per-file embeddings of a checkpoint's frozen encoder to netCDF or zarr
+              e.g. omnimae embed checkpoint=latest data_root=/data/images output=emb.nc
   export      write a checkpoint as safetensors, official MAE (.pth) or timm ViT weights
               e.g. omnimae export checkpoint=runs/.../last.ckpt format=timm output=vit.pth
   modalities  list the registered modality adapters
@@ -68,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, overrides = argv[0], _as_overrides(argv[1:])
     verbs = {"pretrain": _pretrain, "probe": _probe, "export": _export, "modalities": _modalities,
-             "forecast": _forecast, "forecast-eval": _forecast_eval}
+             "forecast": _forecast, "forecast-eval": _forecast_eval, "embed": _embed}
     if verb not in verbs:
         print(f"omnimae: unknown verb {verb!r}\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -119,6 +121,15 @@ def _export(overrides: list[str]) -> int:
     from omnimae.export import run_export
 
     run_export(compose("export", overrides))
+    return 0
+
+
+def _embed(overrides: list[str]) -> int:
+    if _print_cfg(overrides, "embed"):
+        return 0
+    from omnimae.embed import run_embed
+
+    run_embed(compose("embed", overrides))
     return 0
 
 

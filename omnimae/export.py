@@ -15,8 +15,11 @@ def run_export(cfg: DictConfig) -> Path:
     refuse_overwrite(cfg.output, cfg.checkpoint, overwrite=cfg.overwrite)
     model, mcfg = load_model(cfg.checkpoint)
     out = Path(cfg.output)
+    dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+    if cfg.dtype not in dtypes:
+        raise ConfigError("dtype", f"must be one of {sorted(dtypes)}, got {cfg.dtype!r}")
     if cfg.format == "safetensors":
-        save_safetensors(model, mcfg, out)
+        save_safetensors(model, mcfg, out, dtype=dtypes[cfg.dtype])
     elif cfg.format in ("official", "timm"):
         sd = omnimae_to_official(model, cfg.modality) if cfg.format == "official" else to_timm_vit(model, cfg.modality)
         with atomic_path(out) as tmp:

@@ -122,3 +122,34 @@ def test_probe_of_an_unreadable_checkpoint_is_an_error(tmp_path, capsys):
     bad.write_text("oops")
     assert main(["probe", f"checkpoint={bad}"]) == 1
     assert f"{bad}: cannot read checkpoint" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("suffix", [".nc", ".zarr"])
+def test_embed_writes_per_file_embeddings(trained, image_folder, tmp_path, suffix):
+    import xarray as xr
+
+    from omnimae.modalities.image import read_image
+
+    # the digits checkpoint is grey 16 px: embed a folder of grey PNGs made from the fixture's photos
+    grey = tmp_path / "grey"
+    for p in sorted(image_folder.rglob("*.png"))[:5]:
+        (grey / p.parent.name).mkdir(parents=True, exist_ok=True)
+        from PIL import Image
+
+        Image.open(p).convert("L").save(grey / p.parent.name / p.name)
+    out = tmp_path / f"emb{suffix}"
+    assert main(["embed", f"checkpoint={trained}", f"data_root={grey}", f"output={out}"]) == 0
+    ds = xr.open_dataset(out, engine="zarr" if suffix == ".zarr" else None)
+    assert ds["embedding_mean"].shape == (5, 64) and ds["embedding_cls"].shape == (5, 64)
+    assert sorted(ds["file"].values.tolist())[0].startswith("a/")
+    # the stored features are the encoder's on the evaluation transform of each file
+    model, cfg = load_model(trained)
+    i = ds["file"].values.tolist().index("a/0.png")
+    from omnimae.build import build_data
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.modalities.image.data.root, cfg.modalities.image.data.builtin = str(grey), None
+    x = build_data(cfg)["image"].eval_transform(read_image(grey / "a" / "0.png", 1))
+    np.testing.assert_allclose(ds["embedding_mean"].values[i], model.embed(x[None], "image")[0].numpy(), atol=1e-5)
+    assert main(["embed", f"checkpoint={trained}", f"data_root={grey}", f"output={out}"]) == 1  # exists: refused

@@ -1,5 +1,6 @@
 """The timeseries adapter: geometry, masks, synthetic windows, pretraining."""
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -89,3 +90,52 @@ def test_a_norm_pix_checkpoint_cannot_forecast(tmp_path):
     model = build_model(compose("pretrain", TS + ["modalities.timeseries.adapter.norm_pix_loss=true"]))
     with pytest.raises(Exception, match="norm_pix_loss"):
         Forecaster(model, "timeseries")
+
+
+def test_pretraining_windows_from_series_files(tmp_path):
+    t = pd.date_range("2020-01-01", periods=24 * 40, freq="h")
+    pd.DataFrame({"time": t, "load": np.sin(2 * np.pi * np.arange(len(t)) / 24), "temp": np.cos(np.arange(len(t)) / 50)}).to_csv(tmp_path / "a.csv", index=False)
+    data = build_data(compose("pretrain", TS + [f"data.root={tmp_path}"]))["timeseries"]
+    assert data.builtin is None and data._load()[0][1] == 24  # the hourly index's daily cycle
+    img = data.dataset("train", train=True)[(3, 5)]
+    assert img.shape == (3, 64, 64) and torch.isfinite(img).all()
+    (tmp_path / "short.csv").write_text("time,x\n2020-01-01,1\n2020-01-02,2\n")
+    with pytest.raises(Exception, match=r"short\.csv"):
+        build_data(compose("pretrain", TS + [f"data.root={tmp_path}"]))["timeseries"].splits()
+
+
+def test_hugging_face_weights_forecast_like_the_official_layout(tmp_path):
+    from omnimae.checkpoint import omnimae_to_official
+
+    model = build_model(compose("pretrain", TS))
+    official = omnimae_to_official(model, "timeseries")
+    # the same weights under Hugging Face ViTMAE names (transformers >= 5), as a hub file would hold them
+    hf = {}
+    for k, v in official.items():
+        k = (k.replace("cls_token", "vit.embeddings.cls_token").replace("decoder_pos_embed", "decoder.decoder_pos_embed")
+             .replace("patch_embed.proj", "vit.embeddings.patch_embeddings.projection"))
+        if k == "pos_embed":
+            k = "vit.embeddings.position_embeddings"
+        elif k.startswith("blocks."):
+            k = "vit.layers." + k[len("blocks."):]
+        elif k.startswith("decoder_blocks."):
+            k = "decoder.decoder_layers." + k[len("decoder_blocks."):]
+        elif k.startswith(("decoder_embed", "decoder_norm", "decoder_pred", "mask_token")):
+            k = "decoder." + k
+        elif k.startswith("norm."):
+            k = "vit.layernorm." + k[len("norm."):]
+        for a, b in (("norm1", "layernorm_before"), ("norm2", "layernorm_after"), ("attn.proj", "attention.o_proj")):
+            k = k.replace(a, b)
+        if k.endswith(("attn.qkv.weight", "attn.qkv.bias")):
+            for name, part in zip(("q_proj", "k_proj", "v_proj"), v.chunk(3)):
+                hf[k.replace("attn.qkv", f"attention.{name}")] = part
+            continue
+        hf[k] = v
+    torch.save(hf, tmp_path / "pytorch_model.bin")
+    torch.save({"model": official}, tmp_path / "official.pth")
+    x = np.sin(np.arange(120) / 4.0)[:, None] + np.arange(120)[:, None] / 50
+    a = Forecaster.from_checkpoint(tmp_path / "pytorch_model.bin", num_heads=4, decoder_num_heads=4).predict(x, 10, 12)
+    b = Forecaster.from_checkpoint(tmp_path / "official.pth", num_heads=4, decoder_num_heads=4).predict(x, 10, 12)
+    c = Forecaster(model).predict(x, 10, 12)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6)

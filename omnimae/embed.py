@@ -1,0 +1,84 @@
+"""`omnimae embed`: per-file embeddings of a frozen encoder, saved as an xarray dataset."""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from omegaconf import DictConfig, open_dict
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from omnimae.build import build_data
+from omnimae.checkpoint import load_model
+from omnimae.errors import ConfigError
+from omnimae.io import atomic_path, refuse_overwrite
+from omnimae.probe import _device, latest_checkpoint
+
+
+def _names(source, split: str, root: str | None) -> list[str]:
+    if isinstance(source, (list, tuple)) and source and isinstance(source[0], (str, Path)):
+        return [str(Path(p).relative_to(root)) if root and Path(p).is_relative_to(root) else str(p) for p in source]
+    return [f"{split}[{i}]" for i in range(len(source) if source is not None else 0)]
+
+
+@torch.no_grad()
+def run_embed(cfg: DictConfig):
+    import xarray as xr
+
+    path = latest_checkpoint() if cfg.checkpoint == "latest" else Path(cfg.checkpoint)
+    out = Path(cfg.output)
+    if out.suffix not in (".nc", ".zarr"):
+        raise ConfigError("output", f"must end in .nc (netCDF) or .zarr, got {out.name!r}")
+    refuse_overwrite(out, path, cfg.data_root, overwrite=cfg.overwrite)
+    model, mcfg = load_model(path)
+    modality = cfg.modality or next(iter(model.adapters))
+    if modality not in model.adapters:
+        raise ConfigError("modality", f"{modality!r} is not in the checkpoint (it has {list(model.adapters)})")
+    pools = [cfg.pool] if isinstance(cfg.pool, str) else list(cfg.pool)
+    if cfg.data_root:
+        with open_dict(mcfg):
+            node = mcfg.modalities[modality].data
+            node.root, node.val_fraction = str(cfg.data_root), 0.0
+            if "builtin" in node:
+                node.builtin = None
+    data = build_data(mcfg)[modality]
+    device = _device(cfg.device)
+    model.eval().to(device)
+    adapter = model.adapters[modality]
+    feats: dict[str, list] = {p: [] for p in pools}
+    names, splits, labels = [], [], []
+    root = str(Path(cfg.data_root).expanduser()) if cfg.data_root else getattr(data, "root", None)
+    for split, (source, split_labels) in data.splits().items():
+        if not len(split_labels):
+            continue
+        ds = data.dataset(split, train=False)
+        for x in tqdm(DataLoader(ds, batch_size=cfg.batch_size), desc=f"embed {split}", leave=False):
+            latent = model.forward_encoder(adapter.tokenize(x.to(device)), adapter, ids_keep=None)  # [B, 1 + N, D]
+            for p in pools:
+                feats[p].append((latent[:, 0] if p == "cls" else latent[:, 1:].mean(1)).float().cpu())
+        names += _names(source, split, root)
+        splits += [split] * len(ds)
+        labels += list(split_labels)
+    ds_out = xr.Dataset(
+        {f"embedding_{p}": (("sample", "dim"), torch.cat(v).numpy()) for p, v in feats.items()},
+        coords={"sample": np.arange(len(names)), "file": ("sample", names), "split": ("sample", splits),
+                "label": ("sample", np.asarray(labels, dtype=np.int64))},
+        attrs={"checkpoint": str(path), "modality": modality},
+    )
+    if out.suffix == ".nc":
+        with atomic_path(out) as tmp:
+            ds_out.to_netcdf(tmp)
+    else:  # a zarr store is a folder: write beside it, then move it into place
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+        try:
+            ds_out.to_zarr(tmp / "store.zarr", zarr_format=2)  # v2: string coordinates have a stable spec
+            if out.exists():
+                shutil.rmtree(out)
+            (tmp / "store.zarr").rename(out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(f"embedded {len(names)} samples of {modality} ({', '.join(pools)} pooling, dim {model.embed_dim}) -> {out}")
+    return ds_out
