@@ -1,5 +1,6 @@
 """Modality adapters, one file each; importing this package registers them by name."""
+from .audio import AudioAdapter, AudioData
 from .image import ImageAdapter, ImageData
 from .timeseries import TimeSeriesAdapter
 
-__all__ = ["ImageAdapter", "ImageData", "TimeSeriesAdapter"]
+__all__ = ["AudioAdapter", "AudioData", "ImageAdapter", "ImageData", "TimeSeriesAdapter"]

@@ -158,15 +158,19 @@ def _header_channels(path: Path) -> int:
         raise DataError(f"{path}: cannot read image header ({type(e).__name__}: {e})") from e
 
 
-def find_images(root: str | Path) -> tuple[list[Path], list[int], list[str]]:
-    """Images under root: ImageFolder layout (root/<class>/...) gives labels, a flat folder -1."""
+def find_images(root: str | Path, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
+    """Images under root: ImageFolder layout (root/<class>/...) gives labels, a flat folder -1.
+
+    classes: the class names to index by (e.g. the union of train/ and val/), default root's subfolders.
+    """
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"data.root={root}: no such folder")
     subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    classes = [d.name for d in subdirs]
+    classes = classes or [d.name for d in subdirs]
+    index = {c: i for i, c in enumerate(classes)}
     paths, labels = [], []
-    for label, folder in ([(i, d) for i, d in enumerate(subdirs)] or [(-1, root)]):
+    for label, folder in ([(index[d.name], d) for d in subdirs] or [(-1, root)]):
         found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         paths += found
         labels += [label] * len(found)
@@ -279,7 +283,8 @@ class ImageData:
     def _folder(self) -> dict[str, tuple]:
         root = Path(self.root).expanduser()
         if (root / "train").is_dir() and (root / "val").is_dir():
-            splits = {s: find_images(root / s)[:2] for s in ("train", "val")}
+            classes = sorted({d.name for s in ("train", "val") for d in (root / s).iterdir() if d.is_dir() and not d.name.startswith(".")})
+            splits = {s: find_images(root / s, classes)[:2] for s in ("train", "val")}
         else:
             paths, labels, _ = find_images(root)
             order = np.random.default_rng(self.seed).permutation(len(paths))

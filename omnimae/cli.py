@@ -24,6 +24,8 @@ verbs:
               e.g. omnimae embed checkpoint=latest data_root=/data/images output=emb.nc
   export      write a checkpoint as safetensors, official MAE (.pth) or timm ViT weights
               e.g. omnimae export checkpoint=runs/.../last.ckpt format=timm output=vit.pth
+  stats       log-mel mean and std of a folder of audio, for modalities.audio.adapter.mean/std
+              e.g. omnimae stats data.root=/data/audio
   modalities  list the registered modality adapters
 
 Overrides use Hydra's syntax (key=value); `--key value` is the same as key=value.
@@ -70,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     verb, overrides = argv[0], _as_overrides(argv[1:])
     verbs = {"pretrain": _pretrain, "probe": _probe, "export": _export, "modalities": _modalities,
-             "forecast": _forecast, "forecast-eval": _forecast_eval, "embed": _embed}
+             "forecast": _forecast, "forecast-eval": _forecast_eval, "embed": _embed,
+             "stats": _stats}
     if verb not in verbs:
         print(f"omnimae: unknown verb {verb!r}\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -149,6 +152,19 @@ def _forecast_eval(overrides: list[str]) -> int:
     from omnimae.forecast_cli import run_forecast_eval
 
     run_forecast_eval(compose("forecast_eval", overrides))
+    return 0
+
+
+def _stats(overrides: list[str]) -> int:
+    from omnimae.modalities.audio import run_stats
+
+    cfg = compose("pretrain", ["experiment=none", "modality=audio", *overrides])
+    a = cfg.modalities.audio.adapter
+    if not cfg.data.root:
+        from omnimae.errors import ConfigError
+
+        raise ConfigError("data.root", "give the folder of audio files: omnimae stats data.root=PATH")
+    run_stats(cfg.data.root, sample_rate=a.sample_rate, target_length=a.target_length, mel_bins=a.mel_bins)
     return 0
 
 

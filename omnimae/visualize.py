@@ -36,12 +36,15 @@ def save_grid(panels: list[torch.Tensor], path: str | Path, title: str = "") -> 
     import matplotlib.pyplot as plt
 
     rows, cols = panels[0].shape[0], len(panels)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.0 * rows + 0.4), squeeze=False)
+    height, width = panels[0].shape[1:3]
+    cell_w = min(8.0, 2.0 * max(1.0, width / height))  # wide panels (spectrograms, frame strips) get wide cells
+    fig, axes = plt.subplots(rows, cols, figsize=(cell_w * cols, 2.0 * rows + 0.4), squeeze=False)
     for r in range(rows):
         for c in range(cols):
             img = panels[c][r].cpu().numpy()
             ax = axes[r][c]
-            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None, vmin=0, vmax=1)
+            ax.imshow(img[..., 0] if img.shape[-1] == 1 else img, cmap="gray" if img.shape[-1] == 1 else None,
+                      vmin=0, vmax=1, aspect="auto", interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
             if r == 0:

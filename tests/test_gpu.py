@@ -26,3 +26,19 @@ def test_pretrain_runs_on_gpu_in_bf16(tmp_path):
     cfg = compose("pretrain", ["model=vit_tiny", "trainer=gpu", "trainer.max_steps=3", "trainer.max_epochs=null",
                                "modalities.image.batch_size=32", f"run_dir={tmp_path}", "trainer.enable_progress_bar=false"])
     assert pretrain(cfg)["steps"] == 3
+
+
+def test_forecaster_on_cuda_equals_cpu():
+    import numpy as np
+
+    from omnimae.build import build_model
+    from omnimae.cli import compose
+    from omnimae.forecast import Forecaster
+
+    a = "modalities.timeseries.adapter"
+    torch.manual_seed(0)
+    model = build_model(compose("pretrain", ["experiment=none", "modality=timeseries", "model=vit_tiny", f"{a}.img_size=64", f"{a}.patch_size=8"]))
+    x = np.sin(np.arange(3 * 200).reshape(3, 200, 1) / 5.0)
+    cpu = Forecaster(model, device="cpu").predict(x, 24, 10)
+    gpu = Forecaster(model, device="cuda").predict(x, 24, 10)
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-3)

@@ -86,3 +86,12 @@ def test_nan_in_float_tiff_is_an_error(tmp_path):
 def test_root_and_builtin_together_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="root: set exactly one of root and builtin"):
         ImageData(root=str(tmp_path), builtin="digits", in_chans=1)
+
+
+def test_train_and_val_folders_share_one_class_index(tmp_path):
+    for split, classes in (("train", ["ant", "bee", "cat"]), ("val", ["bee", "cat"])):
+        for c in classes:
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / split / c / "x.png")
+    splits = ImageData(root=str(tmp_path), img_size=8, in_chans=3).splits()
+    assert splits["train"][1] == [0, 1, 2] and splits["val"][1] == [1, 2]  # bee is 1 in both
