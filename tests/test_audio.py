@@ -322,6 +322,11 @@ def test_compute_stats_equals_the_moments_of_the_padded_features(tmp_path, capsy
     assert result["files"] == 3 and result["mean"] == pytest.approx(mean)
     out = capsys.readouterr().out
     assert f"modalities.audio.adapter.mean={mean:.7g}" in out and f"std={std:.7g}" in out
+    from omnimae.cli import main
+
+    assert main(["stats", f"data.root={tmp_path}", "modalities.audio.adapter.target_length=200"]) == 0
+    assert f"modalities.audio.adapter.mean={mean:.7g}" in capsys.readouterr().out
+    assert main(["stats"]) == 1 and "data.root" in capsys.readouterr().err
 
 
 # --- end to end ----------------------------------------------------------------------------
