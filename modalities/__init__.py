@@ -2,5 +2,6 @@
 from .audio import AudioAdapter, AudioData
 from .image import ImageAdapter, ImageData
 from .timeseries import TimeSeriesAdapter
+from .video import VideoAdapter, VideoData
 
-__all__ = ["AudioAdapter", "AudioData", "ImageAdapter", "ImageData", "TimeSeriesAdapter"]
+__all__ = ["AudioAdapter", "AudioData", "ImageAdapter", "ImageData", "TimeSeriesAdapter", "VideoAdapter", "VideoData"]

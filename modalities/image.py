@@ -11,7 +11,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from omnimae.adapter import ModalityAdapter, register_modality
+from omnimae.adapter import ModalityAdapter, check_channels, register_modality
 from omnimae.errors import ConfigError, DataError
 from omnimae.patches import Patches
 from omnimae.tokenizers import PatchTokenizer2D
@@ -40,13 +40,7 @@ class ImageAdapter(ModalityAdapter):
     ):
         if patch_size < 1 or img_size < patch_size or img_size % patch_size:
             raise ConfigError("img_size", f"{img_size} must be a positive multiple of patch_size {patch_size}")
-        if in_chans < 1:
-            raise ConfigError("in_chans", f"must be at least 1, got {in_chans}")
-        for key, val in (("mean", mean), ("std", std)):
-            if len(val) != in_chans:
-                raise ConfigError(key, f"has {len(val)} values for in_chans={in_chans}")
-        if min(std) <= 0:
-            raise ConfigError("std", f"must be positive, got {list(std)}")
+        check_channels(in_chans, mean, std)
         super().__init__(
             embed_dim=embed_dim,
             decoder_embed_dim=decoder_embed_dim,

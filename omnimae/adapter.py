@@ -29,6 +29,17 @@ def register_modality(name: str):
     return wrap
 
 
+def check_channels(in_chans: int, mean, std) -> None:
+    """Shared checks of an adapter's channel count and its per-channel normalization."""
+    if in_chans < 1:
+        raise ConfigError("in_chans", f"must be at least 1, got {in_chans}")
+    for key, val in (("mean", mean), ("std", std)):
+        if len(val) != in_chans:
+            raise ConfigError(key, f"has {len(val)} values for in_chans={in_chans}")
+    if min(std) <= 0:
+        raise ConfigError("std", f"must be positive, got {list(std)}")
+
+
 class ModalityAdapter(nn.Module):
     modality: ClassVar[str] = "base"
 

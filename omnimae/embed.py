@@ -42,8 +42,9 @@ def run_embed(cfg: DictConfig):
         with open_dict(mcfg):
             node = mcfg.modalities[modality].data
             node.root, node.val_fraction = str(cfg.data_root), 0.0
-            if "builtin" in node:
-                node.builtin = None
+            for extra in ("builtin", "image_root"):  # only the folder asked for (no built-in set, no image clips)
+                if extra in node:
+                    node[extra] = None
     data = build_data(mcfg)[modality]
     device = _device(cfg.device)
     model.eval().to(device)

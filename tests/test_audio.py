@@ -348,3 +348,14 @@ def test_pretrain_on_a_folder_of_audio_writes_a_reconstruction(tmp_path):
     assert isinstance(model.adapters["audio"], AudioAdapter) and stored.modalities.audio.adapter.target_length == 128
     im = Image.open(run / "reconstructions" / "final.png")
     assert im.format == "PNG" and im.size[0] > 100
+    # per-file embeddings of the folder, with the file names (and class labels) as coordinates
+    import xarray as xr
+
+    from omnimae.cli import main
+
+    assert main(["embed", f"checkpoint={run / 'checkpoints' / 'last.ckpt'}", f"data_root={data}", f"output={tmp_path / 'a.zarr'}"]) == 0
+    ds = xr.open_zarr(tmp_path / "a.zarr")
+    files = ds["file"].values.tolist()
+    assert len(files) == 12 and "low/0.wav" in files and "high/5.flac" in files
+    labels = dict(zip(files, ds["label"].values.tolist()))
+    assert labels["low/0.wav"] != labels["high/0.flac"]

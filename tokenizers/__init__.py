@@ -6,5 +6,6 @@ if __name__ == "tokenizers":  # pragma: no cover - guards against shadowing Hugg
     )
 
 from .patch2d import PatchTokenizer2D
+from .tube import TubeTokenizer
 
-__all__ = ["PatchTokenizer2D"]
+__all__ = ["PatchTokenizer2D", "TubeTokenizer"]
