@@ -133,3 +133,19 @@ def test_forecast_eval_scores_the_checkpoint_beside_baselines(checkpoint, tmp_pa
     assert (out / "forecast_eval_summary.csv").is_file() and (out / "forecast_eval_mase.png").is_file()
     assert main(["forecast-eval", f"checkpoint={checkpoint[0]}", "series=[nope]"]) == 1
     assert "series: unknown series" in capsys.readouterr().err
+
+
+def test_the_shipped_forecaster_is_the_default_and_beats_naive_on_a_seasonal_series(airline_csv, tmp_path, capsys):
+    """The packaged checkpoint loads from the install with no argument and forecasts a clean seasonal series."""
+    from omnimae.forecast_cli import default_checkpoint
+
+    path = default_checkpoint()
+    assert path.stat().st_size < 10 * 2**20  # a few MB (float16 weights)
+    df = pd.read_csv(airline_csv)
+    df.iloc[:120].to_csv(tmp_path / "h.csv", index=False)
+    df.iloc[120:].to_csv(tmp_path / "f.csv", index=False)
+    assert main(["forecast", f"input={tmp_path / 'h.csv'}", "horizon=24", f"truth={tmp_path / 'f.csv'}", "plot=false"]) == 0
+    fc = pd.read_csv(tmp_path / "h.forecast.csv")[["passengers", "doubled"]].to_numpy()
+    truth = df.iloc[120:][["passengers", "doubled"]].to_numpy()
+    naive = np.repeat(df.iloc[119:120][["passengers", "doubled"]].to_numpy(), 24, axis=0)
+    assert np.abs(fc - truth).mean() < np.abs(naive - truth).mean()
