@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from omnimae.adapter import ModalityAdapter, register_modality
+from omnimae.files import find_files, folder_splits
 from omnimae.errors import ConfigError, DataError
 from omnimae.masking import MaskIndices, explicit_masking, num_visible
 from omnimae.patches import Patches
@@ -227,22 +228,7 @@ def read_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
 
 def find_audio(root: str | Path, classes: Sequence[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
     """Audio files under root: one subfolder per class gives labels, a flat folder labels -1."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"data.root={root}: no such folder")
-    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    if classes is None:
-        classes = [d.name for d in subdirs]
-    index = {c: i for i, c in enumerate(classes)}
-    folders = [(index[d.name], d) for d in subdirs] if subdirs else [(-1, root)]
-    paths, labels = [], []
-    for label, folder in folders:
-        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
-        paths += found
-        labels += [label] * len(found)
-    if not paths:
-        raise DataError(f"data.root={root}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found")
-    return paths, labels, list(classes) if subdirs else []
+    return find_files(root, AUDIO_SUFFIXES, "audio", classes=classes)
 
 
 # --- skipping unreadable files, never silently ---------------------------------------------
@@ -368,20 +354,7 @@ class AudioData:
         return self._splits
 
     def _folder(self) -> dict[str, tuple]:
-        root = Path(self.root).expanduser()
-        if (root / "train").is_dir() and (root / "val").is_dir():
-            names = sorted({d.name for s in ("train", "val") for d in (root / s).iterdir() if d.is_dir() and not d.name.startswith(".")})
-            splits = {s: find_audio(root / s, names)[:2] for s in ("train", "val")}
-        else:
-            paths, labels, _ = find_audio(root)
-            order = np.random.default_rng(self.seed).permutation(len(paths))
-            n_val = math.ceil(self.val_fraction * len(paths)) if self.val_fraction > 0 else 0
-            n_val = min(n_val, len(paths) - 1)
-            val, train = order[:n_val], order[n_val:]
-            splits = {
-                "train": ([paths[i] for i in train], [labels[i] for i in train]),
-                "val": ([paths[i] for i in val], [labels[i] for i in val]),
-            }
+        splits = folder_splits(self.root, AUDIO_SUFFIXES, self.val_fraction, self.seed, "audio")
         skipped = 0
         if self.scan:  # every header before training: a bad file fails now, naming itself
             bad: list[DataError] = []
@@ -402,7 +375,7 @@ class AudioData:
                 log.warning("skipping an unreadable file (skip_bad=%d): %s", self.skip_bad, e)
             skipped = len(bad)
             if not splits["train"][0]:
-                raise DataError(f"data.root={root}: no readable audio files left for training")
+                raise DataError(f"data.root={self.root}: no readable audio files left for training")
         total = sum(len(p) for p, _ in splits.values())
         self._budget = SkipBudget(self.skip_bad, total, already=skipped)
         self._offsets = {"train": 0, "val": len(splits["train"][0])}

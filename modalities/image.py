@@ -1,7 +1,6 @@
 """RGB / grey images: folders of PNG, JPEG or TIFF, the MAE recipe's augmentation, 2D patches."""
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Sequence
 
@@ -13,6 +12,7 @@ from torchvision.transforms import v2 as T
 
 from omnimae.adapter import ModalityAdapter, check_channels, register_modality
 from omnimae.errors import ConfigError, DataError
+from omnimae.files import find_files, folder_splits
 from omnimae.patches import Patches
 from omnimae.tokenizers import PatchTokenizer2D
 
@@ -153,26 +153,8 @@ def _header_channels(path: Path) -> int:
 
 
 def find_images(root: str | Path, classes: list[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
-    """Images under root: ImageFolder layout (root/<class>/...) gives labels, a flat folder -1.
-
-    classes: the class names to index by (e.g. the union of train/ and val/), default root's subfolders.
-    """
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"data.root={root}: no such folder")
-    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    classes = classes or [d.name for d in subdirs]
-    index = {c: i for i, c in enumerate(classes)}
-    paths, labels = [], []
-    for label, folder in ([(index[d.name], d) for d in subdirs] or [(-1, root)]):
-        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-        paths += found
-        labels += [label] * len(found)
-    if not subdirs:
-        classes = []
-    if not paths:
-        raise DataError(f"data.root={root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
-    return paths, labels, classes
+    """Images under root: ImageFolder layout (root/<class>/...) gives labels, a flat folder -1."""
+    return find_files(root, IMAGE_SUFFIXES, "image", classes=classes)
 
 
 # --- datasets ------------------------------------------------------------------------------
@@ -275,20 +257,7 @@ class ImageData:
         return {"train": (images[tr], d.target[tr].tolist()), "val": (images[te], d.target[te].tolist())}
 
     def _folder(self) -> dict[str, tuple]:
-        root = Path(self.root).expanduser()
-        if (root / "train").is_dir() and (root / "val").is_dir():
-            classes = sorted({d.name for s in ("train", "val") for d in (root / s).iterdir() if d.is_dir() and not d.name.startswith(".")})
-            splits = {s: find_images(root / s, classes)[:2] for s in ("train", "val")}
-        else:
-            paths, labels, _ = find_images(root)
-            order = np.random.default_rng(self.seed).permutation(len(paths))
-            n_val = math.ceil(self.val_fraction * len(paths)) if self.val_fraction > 0 else 0
-            n_val = min(n_val, len(paths) - 1)
-            val, train = order[:n_val], order[n_val:]
-            splits = {
-                "train": ([paths[i] for i in train], [labels[i] for i in train]),
-                "val": ([paths[i] for i in val], [labels[i] for i in val]),
-            }
+        splits = folder_splits(self.root, IMAGE_SUFFIXES, self.val_fraction, self.seed, "image")
         if self.scan:  # every header before training: a bad file fails now, naming itself
             for paths, _ in splits.values():
                 for p in paths:

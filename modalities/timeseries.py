@@ -7,14 +7,12 @@ The MAE's reconstruction of those columns, resized back and de-normalized, is th
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
-from scipy.signal import lfilter
 import torch.nn.functional as F
+from scipy.signal import lfilter
 from einops import rearrange, repeat
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode

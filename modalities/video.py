@@ -18,7 +18,6 @@ t*p*p pixels in [0, 1] pixel space, with the unbiased std and `(x - mean) / (std
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -33,6 +32,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from omnimae.adapter import ModalityAdapter, check_channels, register_modality
+from omnimae.files import folder_splits
 from omnimae.errors import ConfigError, DataError
 from omnimae.masking import MaskIndices, tube_masking
 from omnimae.patches import Patches
@@ -472,21 +472,6 @@ class VideoDataset(Dataset):
 
 
 # --- finding files and splits --------------------------------------------------------------
-def _find_files(root: Path, suffixes: set[str], key: str, kind: str) -> tuple[list[Path], list[int]]:
-    """Files under root: one subfolder per class gives labels 0.., a flat folder labels -1."""
-    if not root.is_dir():
-        raise DataError(f"{key}={root}: no such folder")
-    subdirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-    paths, labels = [], []
-    for label, folder in ([(i, d) for i, d in enumerate(subdirs)] or [(-1, root)]):
-        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
-        paths += found
-        labels += [label] * len(found)
-    if not paths:
-        raise DataError(f"{key}={root}: no {kind} files ({', '.join(sorted(suffixes))}) found")
-    return paths, labels
-
-
 class VideoData:
     """Train / validation clips for the video adapter from a folder of videos (and, optionally, images).
 
@@ -547,25 +532,12 @@ class VideoData:
         self.skipped: list[str] = []  # what the scan dropped, with why
         self._splits: dict[str, tuple] | None = None
 
-    def _split(self, root: Path, suffixes: set[str], key: str, kind: str) -> dict[str, tuple[list, list]]:
-        if (root / "train").is_dir() and (root / "val").is_dir():
-            return {s: _find_files(root / s, suffixes, key, kind) for s in ("train", "val")}
-        paths, labels = _find_files(root, suffixes, key, kind)
-        order = np.random.default_rng(self.seed).permutation(len(paths))
-        n_val = math.ceil(self.val_fraction * len(paths)) if self.val_fraction > 0 else 0
-        n_val = min(n_val, len(paths) - 1)
-        val, train = order[:n_val], order[n_val:]
-        return {
-            "train": ([paths[i] for i in train], [labels[i] for i in train]),
-            "val": ([paths[i] for i in val], [labels[i] for i in val]),
-        }
-
     # splits: name -> (source, labels)
     def splits(self) -> dict[str, tuple]:
         if self._splits is None:
-            splits = self._split(Path(self.root).expanduser(), VIDEO_SUFFIXES, "data.root", "video")
+            splits = folder_splits(self.root, VIDEO_SUFFIXES, self.val_fraction, self.seed, "video")
             if self.image_root is not None:
-                images = self._split(Path(self.image_root).expanduser(), IMAGE_SUFFIXES, "image_root", "image")
+                images = folder_splits(self.image_root, IMAGE_SUFFIXES, self.val_fraction, self.seed, "image", "image_root")
                 for s, (paths, _) in images.items():
                     splits[s] = (splits[s][0] + paths, splits[s][1] + [-1] * len(paths))
             self._splits = self._scan(splits) if self.scan else splits

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
-from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 

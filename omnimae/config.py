@@ -6,7 +6,7 @@ import difflib
 import inspect
 import typing
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal, Union
 
 from hydra.utils import get_object

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from omnimae.errors import CheckpointError, ConfigError, DataError
 from omnimae.forecast import Forecaster

@@ -1,6 +1,6 @@
 """Config mistakes fail before training, naming the key."""
 import pytest
-from omegaconf import OmegaConf
+
 
 from omnimae.build import build_data, build_model, validate
 from omnimae.cli import compose, main

@@ -10,7 +10,6 @@ from PIL import Image
 
 from omnimae.checkpoint import load_model, read_checkpoint
 from omnimae.cli import compose, main
-from omnimae.errors import CheckpointError
 from omnimae.pretrain import pretrain
 from omnimae.train import NonFiniteError
 

@@ -1,0 +1,57 @@
+"""Finding data files and splitting them: shared by every file-based modality."""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+from omnimae.errors import DataError
+
+Split = tuple[list[Path], list[int]]
+
+
+def _subfolders(root: Path) -> list[Path]:
+    return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+
+
+def find_files(
+    root: str | Path, suffixes: Iterable[str], kind: str = "data", key: str = "data.root",
+    classes: Sequence[str] | None = None,
+) -> tuple[list[Path], list[int], list[str]]:
+    """Files under root with these suffixes: one subfolder per class gives labels (indexed by
+    `classes`, default the subfolders), a flat folder gives labels -1. Empty or missing is an error."""
+    root = Path(root).expanduser()
+    suffixes = {s.lower() for s in suffixes}
+    if not root.is_dir():
+        raise DataError(f"{key}={root}: no such folder")
+    subdirs = _subfolders(root)
+    classes = list(classes) if classes else [d.name for d in subdirs]
+    index = {c: i for i, c in enumerate(classes)}
+    paths, labels = [], []
+    for label, folder in ([(index[d.name], d) for d in subdirs] or [(-1, root)]):
+        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+        paths += found
+        labels += [label] * len(found)
+    if not paths:
+        raise DataError(f"{key}={root}: no {kind} files ({', '.join(sorted(suffixes))}) found")
+    return paths, labels, classes if subdirs else []
+
+
+def folder_splits(
+    root: str | Path, suffixes: Iterable[str], val_fraction: float, seed: int, kind: str = "data", key: str = "data.root",
+) -> dict[str, Split]:
+    """train/ and val/ subfolders as given (one class index for both), else a seeded val_fraction held out."""
+    root = Path(root).expanduser()
+    if (root / "train").is_dir() and (root / "val").is_dir():
+        classes = sorted({d.name for s in ("train", "val") for d in _subfolders(root / s)})
+        return {s: find_files(root / s, suffixes, kind, key, classes)[:2] for s in ("train", "val")}
+    paths, labels, _ = find_files(root, suffixes, kind, key)
+    order = np.random.default_rng(seed).permutation(len(paths))
+    n_val = min(math.ceil(val_fraction * len(paths)) if val_fraction > 0 else 0, len(paths) - 1)
+    val, train = order[:n_val], order[n_val:]
+    return {
+        "train": ([paths[i] for i in train], [labels[i] for i in train]),
+        "val": ([paths[i] for i in val], [labels[i] for i in val]),
+    }
