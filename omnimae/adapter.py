@@ -42,6 +42,9 @@ def check_channels(in_chans: int, mean, std) -> None:
 
 class ModalityAdapter(nn.Module):
     modality: ClassVar[str] = "base"
+    # which coordinate axes feed the fixed sin-cos positions (None: all); e.g. (1, 2) takes (h, w)
+    # of (c, h, w) when channel identity comes from token_embeddings instead
+    position_axes: ClassVar[tuple[int, ...] | None] = None
 
     def __init__(
         self,
@@ -70,6 +73,15 @@ class ModalityAdapter(nn.Module):
 
     def untokenize(self, patches: Patches) -> torch.Tensor:
         raise NotImplementedError
+
+    def token_embeddings(self, patches: Patches, decoder: bool) -> torch.Tensor | None:
+        """Learned per-token embeddings added to the positions ([N, D] or [B, N, D]), e.g. channel
+        identity; `decoder` selects the decoder's width. None: positions and modality embedding only."""
+        return None
+
+    def pixels(self, x) -> torch.Tensor:
+        """The model-space tensor of a batch (adapters whose batches carry more than a tensor override this)."""
+        return x
 
     # --- masking and target -------------------------------------------------------------
     def mask(

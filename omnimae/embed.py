@@ -11,6 +11,7 @@ from omegaconf import DictConfig, open_dict
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from omnimae.batch import to_device
 from omnimae.build import build_data
 from omnimae.checkpoint import load_model
 from omnimae.errors import ConfigError
@@ -57,7 +58,7 @@ def run_embed(cfg: DictConfig):
             continue
         ds = data.dataset(split, train=False)
         for x in tqdm(DataLoader(ds, batch_size=cfg.batch_size), desc=f"embed {split}", leave=False):
-            latent = model.forward_encoder(adapter.tokenize(x.to(device)), adapter, ids_keep=None)  # [B, 1 + N, D]
+            latent = model.forward_encoder(adapter.tokenize(to_device(x, device)), adapter, ids_keep=None)  # [B, 1 + N, D]
             for p in pools:
                 feats[p].append((latent[:, 0] if p == "cls" else latent[:, 1:].mean(1)).float().cpu())
         names += _names(source, split, root)

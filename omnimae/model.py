@@ -101,6 +101,15 @@ class MaskedAutoencoder(nn.Module):
             emb = self._pos_cache[key] = sincos_pos_embed(coords, dim).to(device)
         return emb
 
+    def token_positions(self, patches: Patches, adapter: ModalityAdapter, decoder: bool = False) -> torch.Tensor:
+        """[1 or B, N, dim]: sin-cos of the adapter's position axes plus its learned token embeddings."""
+        dim = self.decoder_embed_dim if decoder else self.embed_dim
+        axes = adapter.position_axes
+        coords = patches.coords if axes is None else patches.coords[:, list(axes)]
+        pos = self.pos_embed(coords, dim).unsqueeze(0)  # [1, N, dim]
+        extra = adapter.token_embeddings(patches, decoder)
+        return pos if extra is None else pos + extra
+
     def _set_attention(self, x: torch.Tensor) -> None:
         if self.attn_impl == "auto":
             # on CPU under bf16 autocast the explicit softmax path is faster than fused SDPA
@@ -116,7 +125,7 @@ class MaskedAutoencoder(nn.Module):
     ) -> torch.Tensor:
         """Encode the tokens in ids_keep (all tokens if None): returns [B, 1 + K, D], CLS first."""
         values = patches.values  # [B, N, P]
-        pos = self.pos_embed(patches.coords, self.embed_dim).unsqueeze(0)  # [1, N, D]
+        pos = self.token_positions(patches, adapter)  # [1 or B, N, D]
         if ids_keep is not None:
             values = gather_tokens(values, ids_keep)  # [B, K, P]: only visible tokens are embedded
             pos = gather_tokens(pos.expand(values.shape[0], -1, -1), ids_keep)  # [B, K, D]
@@ -129,7 +138,7 @@ class MaskedAutoencoder(nn.Module):
         return self.norm(x)
 
     def forward_decoder(
-        self, latent: torch.Tensor, adapter: ModalityAdapter, ids_restore: torch.Tensor, coords: torch.Tensor
+        self, latent: torch.Tensor, adapter: ModalityAdapter, ids_restore: torch.Tensor, patches: Patches
     ) -> torch.Tensor:
         """latent [B, 1 + K, D] -> prediction [B, N, P] for every token."""
         x = self.decoder_embed(latent)  # [B, 1 + K, Dd]
@@ -137,8 +146,8 @@ class MaskedAutoencoder(nn.Module):
         mask_tokens = self.mask_token.expand(b, n + 1 - x.shape[1], -1)  # [B, N - K, Dd]
         x_ = torch.cat([x[:, 1:], mask_tokens], dim=1)  # [B, N, Dd], visible first
         x_ = gather_tokens(x_, ids_restore)  # unshuffle to the original order
-        pos = self.pos_embed(coords, self.decoder_embed_dim)  # [N, Dd]
-        pos = torch.cat([pos.new_zeros(1, pos.shape[1]), pos]).unsqueeze(0)  # [1, 1 + N, Dd]
+        pos = self.token_positions(patches, adapter, decoder=True)  # [1 or B, N, Dd]
+        pos = torch.cat([pos.new_zeros(pos.shape[0], 1, pos.shape[2]), pos], dim=1)  # [., 1 + N, Dd], CLS at zero
         x = torch.cat([x[:, :1], x_], dim=1) + pos + adapter.decoder_modality_embed  # [B, 1 + N, Dd]
         for blk in self.decoder_blocks:
             x = blk(x)
@@ -163,11 +172,11 @@ class MaskedAutoencoder(nn.Module):
         adapter = self.adapters[modality]
         patches = adapter.tokenize(x)
         if mask is not None:
-            ids_keep, ids_restore, mask = explicit_masking(mask.to(x.device))
+            ids_keep, ids_restore, mask = explicit_masking(mask.to(patches.values.device))
         else:
             ids_keep, ids_restore, mask = adapter.mask(patches, noise=noise, generator=generator)
         latent = self.forward_encoder(patches, adapter, ids_keep)
-        pred = self.forward_decoder(latent, adapter, ids_restore, patches.coords)
+        pred = self.forward_decoder(latent, adapter, ids_restore, patches)
         loss = self.forward_loss(adapter.target(patches), pred, mask)
         return MAEOutput(loss, pred, mask, patches)
 

@@ -12,6 +12,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from omnimae.batch import to_device
 from omnimae.build import build_data, build_model
 from omnimae.checkpoint import load_model
 from omnimae.errors import ConfigError, DataError
@@ -43,12 +44,12 @@ def extract_features(
     out: dict[str, list] = {p: [] for p in pools} | {"pixels": []}
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False)
     for x in tqdm(loader, desc=desc, leave=False):
-        x = x.to(device)
+        x = to_device(x, device)
         adapter = model.adapters[modality]
         latent = model.forward_encoder(adapter.tokenize(x), adapter, ids_keep=None)  # [B, 1 + N, D]
         for p in pools:
             out[p].append((latent[:, 0] if p == "cls" else latent[:, 1:].mean(1)).float().cpu())
-        out["pixels"].append(x.flatten(1).float().cpu())
+        out["pixels"].append(adapter.pixels(x).flatten(1).float().cpu())
     return {k: torch.cat(v).numpy() for k, v in out.items()}
 
 

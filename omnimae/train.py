@@ -11,9 +11,10 @@ import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback
 from timm.optim import param_groups_weight_decay
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, default_collate
 
 from omnimae import __version__
+from omnimae.batch import batch_size, to_device
 from omnimae.config import OptimConfig
 from omnimae.errors import OmniMAEError
 from omnimae.io import atomic_path
@@ -65,6 +66,44 @@ class SeededSampler(Sampler):
             yield i, mix_seed(self.seed, self.epoch, i)
 
 
+class GroupedBatchSampler(Sampler):
+    """Batches whose samples share a group key (e.g. a channel set, so their token counts agree):
+    shuffled by (seed, epoch) within and across groups, sharded across ranks, keys (index, seed)."""
+
+    def __init__(self, groups: list, batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = True,
+                 rank: int = 0, world_size: int = 1):
+        self.groups, self.batch_size, self.seed, self.shuffle, self.drop_last = groups, batch_size, seed, shuffle, drop_last
+        self.rank, self.world_size, self.epoch = rank, world_size, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
+        members: dict = {}
+        for i, key in enumerate(self.groups):
+            members.setdefault(key, []).append(i)
+        batches = []
+        for key in sorted(members, key=str):
+            idx = members[key]
+            if self.shuffle:
+                idx = [idx[j] for j in torch.randperm(len(idx), generator=g).tolist()]
+            stop = len(idx) - len(idx) % self.batch_size if self.drop_last else len(idx)
+            batches += [idx[i : i + self.batch_size] for i in range(0, stop, self.batch_size)]
+        if self.shuffle:
+            batches = [batches[j] for j in torch.randperm(len(batches), generator=g).tolist()]
+        per_rank = math.ceil(len(batches) / self.world_size)
+        batches += batches[: per_rank * self.world_size - len(batches)]  # every rank the same count
+        return batches[self.rank :: self.world_size]
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+    def __iter__(self):
+        for batch in self._batches():
+            yield [(i, mix_seed(self.seed, self.epoch, i)) for i in batch]
+
+
 class MAEDataModule(L.LightningDataModule):
     """One modality per batch; batches arrive as {modality: tensor}."""
 
@@ -85,19 +124,23 @@ class MAEDataModule(L.LightningDataModule):
                 f"{len(self.train_set)} training samples"
             )
 
-    def _collate(self, items: list[torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {self.modality: torch.stack(items)}
+    def _collate(self, items: list) -> dict:
+        return {self.modality: default_collate(items)}  # tensors, or nests of them (dicts of pixels and ids)
 
     def _loader(self, dataset, shuffle: bool, drop_last: bool) -> DataLoader:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = SeededSampler(len(dataset), self.seed, shuffle=shuffle, rank=rank, world_size=world)
         workers = self.run.num_workers
+        groups = getattr(dataset, "groups", None)  # datasets whose samples differ in shape group them
+        if groups is not None:
+            batching = dict(batch_sampler=GroupedBatchSampler(
+                groups, self.run.batch_size, self.seed, shuffle=shuffle, drop_last=drop_last, rank=rank, world_size=world))
+        else:
+            sampler = SeededSampler(len(dataset), self.seed, shuffle=shuffle, rank=rank, world_size=world)
+            batching = dict(batch_size=self.run.batch_size, sampler=sampler, drop_last=drop_last)
         return DataLoader(
             dataset,
-            batch_size=self.run.batch_size,
-            sampler=sampler,
-            drop_last=drop_last,
+            **batching,
             num_workers=workers,
             persistent_workers=workers > 0,
             collate_fn=self._collate,
@@ -139,7 +182,7 @@ class MAEPretrainer(L.LightningModule):
     def _step(self, batch: Mapping[str, torch.Tensor], generator: torch.Generator, stage: str) -> torch.Tensor:
         outputs = self.model(batch, generator=generator)
         loss = sum(self.loss_weights.get(m, 1.0) * out.loss for m, out in outputs.items())
-        bsz = next(iter(batch.values())).shape[0]
+        bsz = batch_size(next(iter(batch.values())))
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=bsz, sync_dist=not on_step)
         if len(outputs) > 1:
@@ -233,7 +276,7 @@ class ReconstructionCallback(Callback):
         dm = trainer.datamodule
         ds = dm.val_set if len(dm.val_set) else dm.data.dataset("train", train=False)
         n = min(self.num_samples, len(ds))
-        return dm.modality, torch.stack([ds[i] for i in range(n)])
+        return dm.modality, default_collate([ds[i] for i in range(n)])
 
     def write(self, trainer, pl_module, name: str) -> None:
         if not trainer.is_global_zero:
@@ -242,7 +285,7 @@ class ReconstructionCallback(Callback):
         was_training = pl_module.training
         pl_module.eval()
         gen = torch.Generator(device=pl_module.device).manual_seed(mix_seed(pl_module.seed, 2))
-        panels = reconstruction_panels(pl_module.model, x.to(pl_module.device), modality, gen)
+        panels = reconstruction_panels(pl_module.model, to_device(x, pl_module.device), modality, gen)
         pl_module.train(was_training)
         self.last_path = save_grid(panels, self.out_dir / f"{name}.png", f"{modality}, step {trainer.global_step}")
 

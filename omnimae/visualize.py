@@ -21,6 +21,7 @@ def reconstruction_panels(
     patches = out.patches
     recon = adapter.untokenize(patches.replace(adapter.prediction_to_values(patches, out.pred.float())))
     hidden = adapter.untokenize(patches.replace(out.mask.unsqueeze(-1).expand_as(patches.values)))  # 1 = masked
+    x = adapter.pixels(x)
     pasted = x * (1 - hidden) + recon * hidden
     shown = adapter.to_display(x)
     m = adapter.to_display(hidden, mask=True)  # [B, H, W, 1]

@@ -145,3 +145,22 @@ def test_bf16_autocast_switch_trains_on_cpu(tmp_path):
                                       "callbacks.reconstruction_every_n_steps=0"])
     assert pretrain(cfg)["steps"] == 3
     assert all(np.isfinite(v) for v in losses(tmp_path).values())
+
+
+def test_grouped_batches_hold_one_group_cover_the_epoch_and_split_across_ranks():
+    from omnimae.train import GroupedBatchSampler
+
+    groups = ["rgb"] * 10 + ["five"] * 7 + ["two"] * 5
+    s = GroupedBatchSampler(groups, batch_size=3, seed=0, drop_last=False)
+    batches = list(s)
+    assert all(len({groups[i] for i, _ in b}) == 1 for b in batches)
+    assert sorted(i for b in batches for i, _ in b) == list(range(22))  # every sample once per epoch
+    assert [list(b) for b in GroupedBatchSampler(groups, 3, 0, drop_last=False)] == batches  # deterministic
+    s.set_epoch(1)
+    assert list(s) != batches
+    full = GroupedBatchSampler(groups, 3, 0, drop_last=True)
+    assert all(len(b) == 3 for b in full)
+    ranks = [GroupedBatchSampler(groups, 3, 0, rank=r, world_size=2) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1])
+    seen = [tuple(i for i, _ in b) for r in ranks for b in r]
+    assert len(set(seen)) == len(full) == 3 + 2 + 1  # disjoint, all of the full batches
