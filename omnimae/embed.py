@@ -19,10 +19,15 @@ from omnimae.io import atomic_path, refuse_overwrite
 from omnimae.probe import _device, latest_checkpoint
 
 
-def _names(source, split: str, root: str | None) -> list[str]:
+def _names(source, split: str, root: str | None) -> tuple[list[str], list[str]]:
+    """(sample names, source files) of a split: relative paths, manifest ids, or split[i] for in-memory sets."""
     if isinstance(source, (list, tuple)) and source and isinstance(source[0], (str, Path)):
-        return [str(Path(p).relative_to(root)) if root and Path(p).is_relative_to(root) else str(p) for p in source]
-    return [f"{split}[{i}]" for i in range(len(source) if source is not None else 0)]
+        rel = [str(Path(p).relative_to(root)) if root and Path(p).is_relative_to(root) else str(p) for p in source]
+        return rel, [str(p) for p in source]
+    if isinstance(source, (list, tuple)) and source and hasattr(source[0], "files"):  # manifest rows
+        return [str(r.id) for r in source], [";".join(map(str, dict(r.files).values())) for r in source]
+    names = [f"{split}[{i}]" for i in range(len(source) if source is not None else 0)]
+    return names, names
 
 
 @torch.no_grad()
@@ -51,25 +56,41 @@ def run_embed(cfg: DictConfig):
     model.eval().to(device)
     adapter = model.adapters[modality]
     feats: dict[str, list] = {p: [] for p in pools}
-    names, splits, labels = [], [], []
+    groups: list[dict[str, np.ndarray]] = []  # per-sample features by group name (e.g. per channel)
+    names, files, splits, labels = [], [], [], []
     root = str(Path(cfg.data_root).expanduser()) if cfg.data_root else getattr(data, "root", None)
     for split, (source, split_labels) in data.splits().items():
         if not len(split_labels):
             continue
         ds = data.dataset(split, train=False)
         for x in tqdm(DataLoader(ds, batch_size=cfg.batch_size), desc=f"embed {split}", leave=False):
-            latent = model.forward_encoder(adapter.tokenize(to_device(x, device)), adapter, ids_keep=None)  # [B, 1 + N, D]
+            patches = adapter.tokenize(to_device(x, device))
+            latent = model.forward_encoder(patches, adapter, ids_keep=None)  # [B, 1 + N, D]
             for p in pools:
                 feats[p].append((latent[:, 0] if p == "cls" else latent[:, 1:].mean(1)).float().cpu())
-        names += _names(source, split, root)
+            if hasattr(adapter, "group_features"):
+                by_name = {k: v.float().cpu().numpy() for k, v in adapter.group_features(latent[:, 1:], patches).items()}
+                groups += [{k: v[i] for k, v in by_name.items()} for i in range(latent.shape[0])]
+        n, f = _names(source, split, root)
+        names += n
+        files += f
         splits += [split] * len(ds)
         labels += list(split_labels)
     ds_out = xr.Dataset(
         {f"embedding_{p}": (("sample", "dim"), torch.cat(v).numpy()) for p, v in feats.items()},
-        coords={"sample": np.arange(len(names)), "file": ("sample", names), "split": ("sample", splits),
+        coords={"sample": np.arange(len(names)), "file": ("sample", names), "source": ("sample", files), "split": ("sample", splits),
                 "label": ("sample", np.asarray(labels, dtype=np.int64))},
         attrs={"checkpoint": str(path), "modality": modality},
     )
+    if groups:  # e.g. per-channel embeddings: (sample, channel, dim), NaN where a sample lacks the channel
+        group_names = sorted({k for g in groups for k in g})
+        table = np.full((len(groups), len(group_names), model.embed_dim), np.nan, dtype=np.float32)
+        for i, g in enumerate(groups):
+            for j, name in enumerate(group_names):
+                if name in g:
+                    table[i, j] = g[name]
+        ds_out["embedding_channel"] = (("sample", "channel", "dim"), table)
+        ds_out = ds_out.assign_coords(channel=group_names)
     if out.suffix == ".nc":
         with atomic_path(out) as tmp:
             ds_out.to_netcdf(tmp)

@@ -23,13 +23,18 @@ def random_masking(
     noise: torch.Tensor | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    num_keep: int | None = None,
 ) -> MaskIndices:
-    """Per-sample random masking by argsort of uniform noise (the MAE paper's)."""
+    """Per-sample random masking by argsort of uniform noise (the MAE paper's).
+
+    num_keep overrides the visible count that mask_ratio gives (e.g. when some tokens carry
+    noise above 1 so that they are always hidden).
+    """
     if noise is None:
         noise = torch.rand(batch, num_tokens, generator=generator, device=device)  # [B, N]
     elif noise.shape != (batch, num_tokens):
         raise ValueError(f"noise must be [{batch}, {num_tokens}], got {tuple(noise.shape)}")
-    len_keep = num_visible(num_tokens, mask_ratio)
+    len_keep = num_visible(num_tokens, mask_ratio) if num_keep is None else num_keep
     ids_shuffle = torch.argsort(noise, dim=1)  # ascending: small noise is kept
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     ids_keep = ids_shuffle[:, :len_keep]

@@ -66,7 +66,46 @@ def probe_scores(train: np.ndarray, y_train: np.ndarray, test: np.ndarray, y_tes
     return {"linear": float(linear.score(test, y_test)), "knn": float(knn.score(test, y_test))}
 
 
+def probe_embeddings(cfg: DictConfig) -> dict[str, Any]:
+    """Cross-validated linear and kNN probes of saved embeddings against a labels CSV."""
+    import pandas as pd
+    import xarray as xr
+    from sklearn.model_selection import StratifiedKFold
+
+    if not cfg.labels:
+        raise ConfigError("labels", "probing embeddings needs labels=PATH.csv (an id column and a label column)")
+    src = Path(cfg.embeddings)
+    if not src.exists():
+        raise DataError(f"{src}: no such embeddings file")
+    ds = xr.open_zarr(src) if src.suffix == ".zarr" else xr.open_dataset(src)
+    table = pd.read_csv(cfg.labels)
+    for col in (cfg.id_column, cfg.label_column):
+        if col not in table.columns:
+            raise DataError(f"{cfg.labels}: no column {col!r} (columns: {list(table.columns)})")
+    ids = [str(v) for v in ds["file"].values]
+    label_of = dict(zip(table[cfg.id_column].astype(str), table[cfg.label_column]))
+    missing = [i for i in ids if i not in label_of]
+    if missing:
+        raise DataError(f"{cfg.labels}: no label for {len(missing)} embedded sample(s), e.g. {missing[:3]}")
+    y = np.asarray([label_of[i] for i in ids])
+    folds = StratifiedKFold(n_splits=cfg.folds, shuffle=True, random_state=0)
+    results: dict[str, Any] = {"embeddings": str(src), "samples": len(y), "classes": int(len(set(y.tolist())))}
+    values, counts = np.unique(y, return_counts=True)
+    results["majority"] = float(counts.max() / counts.sum())
+    for var in [v for v in ds.data_vars if v.startswith("embedding_") and ds[v].ndim == 2]:
+        x = ds[var].values
+        scores = [probe_scores(x[tr], y[tr], x[te], y[te], min(cfg.knn_k, len(tr) - 1)) for tr, te in folds.split(x, y)]
+        results[var] = {k: float(np.mean([s[k] for s in scores])) for k in ("linear", "knn")}
+    lines = [f"probe of {src} ({len(y)} samples, {results['classes']} classes, {cfg.folds}-fold CV)",
+             f"{'features':<28}{'linear':>10}{'kNN':>10}", f"{'majority class':<28}{results['majority']:>10.3f}{results['majority']:>10.3f}"]
+    lines += [f"{k:<28}{v['linear']:>10.3f}{v['knn']:>10.3f}" for k, v in results.items() if k.startswith("embedding_")]
+    print("\n".join(lines))
+    return results
+
+
 def run_probe(cfg: DictConfig) -> dict[str, Any]:
+    if cfg.get("embeddings"):
+        return probe_embeddings(cfg)
     path = latest_checkpoint() if cfg.checkpoint == "latest" else Path(cfg.checkpoint)
     model, mcfg = load_model(path)
     modality = cfg.modality or next(iter(model.adapters))

@@ -1,0 +1,296 @@
+"""Multi-channel microscopy, channel-agnostic as in CA-MAE (Kraus et al. 2024).
+
+Every channel is patched on its own (one token per channel per patch) and embedded by one shared
+stem; positions are the 2D sin-cos of (h, w); channel identity is a learned embedding per channel
+name from the config's vocabulary. A channel name outside the vocabulary gets the mean of the
+learned channel embeddings (a neutral identity), or is an error with unknown_channel=error.
+One model therefore learns from, and embeds, any set and order of channels.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from einops import rearrange
+from torch import nn
+from torch.utils.data import Dataset
+from torchvision.transforms import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
+
+from omnimae.adapter import ModalityAdapter, register_modality
+from omnimae.errors import ConfigError, DataError
+from omnimae.masking import MaskIndices, random_masking
+from omnimae.patches import Patches
+from omnimae.tokenizers.patch2d import grid_coords
+
+log = logging.getLogger("omnimae")
+
+
+def channel_ids(names: Sequence[str], vocabulary: Sequence[str], unknown: str = "shared", source: str = "") -> torch.Tensor:
+    """Channel names -> vocabulary indices; an unknown name -> len(vocabulary) (or an error)."""
+    index = {n: i for i, n in enumerate(vocabulary)}
+    missing = [n for n in names if n not in index]
+    if missing and unknown == "error":
+        where = f"{source}: " if source else ""
+        raise DataError(f"{where}channels {missing} are not in the vocabulary {list(vocabulary)} (unknown_channel=error)")
+    return torch.tensor([index.get(n, len(vocabulary)) for n in names], dtype=torch.long)
+
+
+@register_modality("microscopy")
+class MicroscopyAdapter(ModalityAdapter):
+    """Inputs {"pixels": [B, C, H, W], "channel_ids": [B, C]}: tokens per (channel, patch), coords (c, h, w)."""
+
+    position_axes = (1, 2)  # sin-cos of (h, w); channel identity comes from the learned embedding
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        decoder_embed_dim: int,
+        channels: Sequence[str],
+        img_size: int = 224,
+        patch_size: int = 16,
+        mask_ratio: float = 0.75,
+        norm_pix_loss: bool = True,
+        channel_subset_prob: float = 0.5,
+        unknown_channel: str = "shared",
+    ):
+        if not channels or len(set(channels)) != len(channels):
+            raise ConfigError("channels", f"must be a list of distinct channel names, got {list(channels)}")
+        if patch_size < 1 or img_size < patch_size or img_size % patch_size:
+            raise ConfigError("img_size", f"{img_size} must be a positive multiple of patch_size {patch_size}")
+        if not 0 <= channel_subset_prob <= 1:
+            raise ConfigError("channel_subset_prob", f"must lie in [0, 1], got {channel_subset_prob}")
+        if unknown_channel not in ("shared", "error"):
+            raise ConfigError("unknown_channel", f"must be shared or error, got {unknown_channel!r}")
+        super().__init__(embed_dim=embed_dim, decoder_embed_dim=decoder_embed_dim, patch_dim=patch_size * patch_size,
+                         mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss)
+        self.channels, self.img_size, self.patch_size = list(channels), img_size, patch_size
+        self.channel_subset_prob, self.unknown_channel = channel_subset_prob, unknown_channel
+        self.channel_embed = nn.Parameter(torch.randn(len(channels), embed_dim) * 0.02)
+        self.decoder_channel_embed = nn.Parameter(torch.randn(len(channels), decoder_embed_dim) * 0.02)
+
+    # --- tokens ---------------------------------------------------------------------------
+    def pixels(self, x) -> torch.Tensor:
+        return x["pixels"] if isinstance(x, dict) else x
+
+    def _ids(self, x, num_channels: int) -> torch.Tensor:
+        if isinstance(x, dict):
+            ids = x["channel_ids"]
+            ids = ids if ids.ndim == 1 else ids[0]
+            if isinstance(x["channel_ids"], torch.Tensor) and x["channel_ids"].ndim == 2 and (x["channel_ids"] != ids).any():
+                raise ValueError("every sample of a batch must have the same channels (batches are grouped by channel set)")
+            return ids.cpu()
+        if num_channels != len(self.channels):
+            raise ValueError(f"a plain tensor must hold the {len(self.channels)} vocabulary channels in order; pass "
+                             "{'pixels': x, 'channel_ids': ids} for other channel sets")
+        return torch.arange(num_channels)
+
+    def tokenize(self, x) -> Patches:
+        pixels = self.pixels(x)  # [B, C, H, W]
+        b, c, h, w = pixels.shape
+        p = self.patch_size
+        if h % p or w % p:
+            raise ValueError(f"image {h}x{w} is not a multiple of the patch size {p}")
+        values = rearrange(pixels, "b c (h p) (w q) -> b (c h w) (p q)", p=p, q=p)  # [B, C*N, p*p]
+        coords = grid_coords(c, h // p, w // p)  # (c, h, w), channel-major
+        return Patches(values, coords, (c, h // p, w // p), {"size": (h, w), "channel_ids": self._ids(x, c)})
+
+    def untokenize(self, patches: Patches) -> torch.Tensor:
+        c, gh, gw = patches.grid
+        p = self.patch_size
+        return rearrange(patches.values, "b (c h w) (p q) -> b c (h p) (w q)", c=c, h=gh, w=gw, p=p, q=p)
+
+    def channel_table(self, decoder: bool) -> torch.Tensor:
+        """[V + 1, D]: the vocabulary's channel embeddings and, last, the one for unknown names (their mean)."""
+        table = self.decoder_channel_embed if decoder else self.channel_embed
+        return torch.cat([table, table.mean(0, keepdim=True)])
+
+    def token_embeddings(self, patches: Patches, decoder: bool) -> torch.Tensor:
+        ids = patches.meta["channel_ids"].to(self.channel_embed.device)  # [C]
+        per_channel = self.channel_table(decoder)[ids]  # [C, D]
+        _, gh, gw = patches.grid
+        return per_channel.repeat_interleave(gh * gw, dim=0)  # [C*N, D], channel-major like the tokens
+
+    # --- masking: random over channel x space, sometimes hiding whole channels ---------------
+    def mask(self, patches: Patches, *, noise=None, generator=None) -> MaskIndices:
+        b, n, _ = patches.values.shape
+        c = patches.grid[0]
+        device = patches.values.device
+        if noise is not None or c < 2 or self.channel_subset_prob == 0:
+            return random_masking(b, n, self.mask_ratio, noise=noise, generator=generator, device=device)
+        draw = torch.rand(c + 1, generator=generator, device=device)
+        if draw[0] >= self.channel_subset_prob:
+            return random_masking(b, n, self.mask_ratio, generator=generator, device=device)
+        # the encoder sees a random subset of the channels (shared by the batch); the rest are hidden
+        keep_channels = draw[1:] < 0.5
+        if not keep_channels.any():
+            keep_channels[int(torch.argmin(draw[1:]))] = True
+        per_token = keep_channels.repeat_interleave(n // c)  # [N]
+        noise = torch.rand(b, n, generator=generator, device=device) + (~per_token).float() * 2  # dropped: never kept
+        num_keep = max(1, int(int(per_token.sum()) * (1 - self.mask_ratio)))
+        return random_masking(b, n, self.mask_ratio, noise=noise, num_keep=num_keep)
+
+    def group_features(self, latent: torch.Tensor, patches: Patches) -> dict[str, torch.Tensor]:
+        """Per-channel embeddings: the mean of each channel's tokens, by channel name ([B, D] each)."""
+        c = patches.grid[0]
+        per_channel = latent.unflatten(1, (c, -1)).mean(2)  # [B, C, D]
+        names = self.channels + ["unknown"]
+        return {names[int(i)]: per_channel[:, k] for k, i in enumerate(patches.meta["channel_ids"])}
+
+    def to_display(self, x: torch.Tensor, mask: bool = False) -> torch.Tensor:
+        """[B, C, H, W] -> a strip of the channels side by side [B, H, C*W, 1], each min-max scaled."""
+        x = self.pixels(x).float()
+        if not mask:
+            lo = x.amin(dim=(2, 3), keepdim=True)
+            hi = x.amax(dim=(2, 3), keepdim=True)
+            x = (x - lo) / (hi - lo).clamp_min(1e-6)
+        return rearrange(x, "b c h w -> b h (c w)").unsqueeze(-1)
+
+
+# --- data ----------------------------------------------------------------------------------
+def standardize(pixels: torch.Tensor, names: Sequence[str], stats: dict | None, source: str) -> torch.Tensor:
+    """Per image and channel (CA-MAE's self-standardization), or by dataset statistics per channel name."""
+    if stats is None:
+        mean = pixels.mean(dim=(1, 2), keepdim=True)
+        std = pixels.std(dim=(1, 2), keepdim=True)
+        flat = [names[i] for i in torch.nonzero(std.flatten() == 0).flatten().tolist()]
+        if flat:
+            raise DataError(f"{source}: channel(s) {flat} are constant and cannot be standardized")
+        return (pixels - mean) / std
+    missing = [n for n in names if n not in stats]
+    if missing:
+        raise DataError(f"{source}: no dataset statistics for channel(s) {missing} (data.stats)")
+    mean = torch.tensor([stats[n][0] for n in names], dtype=pixels.dtype).view(-1, 1, 1)
+    std = torch.tensor([stats[n][1] for n in names], dtype=pixels.dtype).view(-1, 1, 1)
+    return (pixels - mean) / std
+
+
+class MicroscopyDataset(Dataset):
+    """Items {"pixels": [C, S, S] standardized, "channel_ids": [C]}; `groups` holds each item's channel set."""
+
+    def __init__(self, items: list, reader, vocabulary: list[str], unknown: str, img_size: int, train: bool,
+                 stats: dict | None, channel_sets: list[tuple[str, ...]], labels: list[int]):
+        self.items, self.reader, self.vocabulary, self.unknown = items, reader, vocabulary, unknown
+        self.img_size, self.train, self.stats, self.labels = img_size, train, stats, labels
+        self.groups = channel_sets
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, key) -> dict:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        image = self.reader(self.items[index])
+        source = image.source
+        if tuple(image.channels) != self.groups[index]:
+            raise DataError(f"{source}: channels {image.channels} changed since the scan ({list(self.groups[index])})")
+        x = torch.from_numpy(np.ascontiguousarray(image.pixels, dtype=np.float32))  # [C, H, W]
+        h, w = x.shape[-2:]
+        s = self.img_size
+        if min(h, w) < s:  # small images are resized up to the model's size
+            x = TF.resize(x, [s, s] if h == w else s, interpolation=InterpolationMode.BILINEAR, antialias=True)
+            h, w = x.shape[-2:]
+        if self.train and seed is not None:
+            g = torch.Generator().manual_seed(seed)
+            top = int(torch.randint(0, h - s + 1, (1,), generator=g))
+            left = int(torch.randint(0, w - s + 1, (1,), generator=g))
+        else:
+            top, left = (h - s) // 2, (w - s) // 2
+        x = x[:, top : top + s, left : left + s]
+        x = standardize(x, image.channels, self.stats, source)
+        return {"pixels": x, "channel_ids": channel_ids(image.channels, self.vocabulary, self.unknown, source)}
+
+
+class MicroscopyData:
+    """Multi-channel images: a folder of (OME-)TIFF / zarr files, or a CSV manifest of one file per channel."""
+
+    def __init__(
+        self,
+        channels: Sequence[str],
+        root: str | None = None,
+        manifest: str | None = None,
+        img_size: int = 224,
+        channel_axis: int | None = None,
+        channel_names: list[str] | None = None,
+        label_column: str | None = None,
+        normalization: str = "image",
+        stats: dict | None = None,
+        unknown_channel: str = "shared",
+        val_fraction: float = 0.02,
+        seed: int = 0,
+    ):
+        if (root is None) == (manifest is None):
+            raise ConfigError("root", f"set exactly one of root (a folder of TIFF/zarr images) and manifest (a CSV), got root={root!r}, manifest={manifest!r}")
+        if normalization not in ("image", "dataset"):
+            raise ConfigError("normalization", f"must be image or dataset, got {normalization!r}")
+        if normalization == "dataset" and not stats:
+            raise ConfigError("stats", "normalization=dataset needs stats: {channel name: [mean, std]}")
+        if not 0 <= val_fraction < 1:
+            raise ConfigError("val_fraction", f"must lie in [0, 1), got {val_fraction}")
+        self.vocabulary, self.root, self.manifest, self.img_size = list(channels), root, manifest, img_size
+        self.channel_axis, self.channel_names, self.label_column = channel_axis, channel_names, label_column
+        self.stats = dict(stats) if normalization == "dataset" else None
+        self.unknown, self.val_fraction, self.seed = unknown_channel, val_fraction, seed
+        self._splits: dict | None = None
+        self._sets: dict = {}
+
+    def _read(self, item):
+        from omnimae.modalities import microscopy_io as mio
+
+        if self.manifest is not None:
+            return mio.read_manifest_row(item)
+        path = Path(item)
+        if path.suffix.lower() == ".zarr" or path.is_dir():
+            return mio.read_zarr(path, channel_axis=self.channel_axis or 0, channel_names=self.channel_names)
+        return mio.read_tiff(path, channel_axis=self.channel_axis, channel_names=self.channel_names)
+
+    def _label(self, row) -> int:
+        if not self.label_column:
+            return -1
+        value = row.metadata.get(self.label_column)
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise DataError(f"{row.where}: label {value!r} in column {self.label_column!r} is not an integer") from None
+
+    def splits(self) -> dict[str, tuple]:
+        if self._splits is not None:
+            return self._splits
+        from omnimae.modalities import microscopy_io as mio
+
+        if self.manifest is not None:
+            rows = mio.read_manifest(self.manifest, label_column=self.label_column)
+            labels = [self._label(r) for r in rows]
+            order = np.random.default_rng(self.seed).permutation(len(rows))
+            n_val = min(int(np.ceil(self.val_fraction * len(rows))), len(rows) - 1)
+            pick = lambda idx: ([rows[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
+            splits = {"val": pick(order[:n_val]), "train": pick(order[n_val:])}
+        else:
+            root = Path(self.root).expanduser()
+            paths = mio.find_microscopy(root)
+            if not paths:
+                raise DataError(f"data.root={root}: no TIFF, OME-TIFF or zarr images found")
+            tops = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in paths]
+            classes = sorted({t for t in tops if t}) if all(tops) else []  # one subfolder per class gives labels
+            labels = [classes.index(t) if classes else -1 for t in tops]
+            order = np.random.default_rng(self.seed).permutation(len(paths))
+            n_val = min(int(np.ceil(self.val_fraction * len(paths))), len(paths) - 1)
+            splits = {"val": ([paths[i] for i in order[:n_val]], [labels[i] for i in order[:n_val]]),
+                      "train": ([paths[i] for i in order[n_val:]], [labels[i] for i in order[n_val:]])}
+        for split, (items, _) in splits.items():  # read every image once: bad files fail before training
+            self._sets[split] = []
+            for item in items:
+                image = self._read(item)
+                mio.check_channels(image)
+                channel_ids(image.channels, self.vocabulary, self.unknown, image.source)
+                self._sets[split].append(tuple(image.channels))
+        self._splits = splits
+        return splits
+
+    def dataset(self, split: str, train: bool) -> MicroscopyDataset:
+        items, labels = self.splits()[split]
+        return MicroscopyDataset(items, self._read, self.vocabulary, self.unknown, self.img_size, train, self.stats,
+                                 self._sets[split], labels)

@@ -1,0 +1,207 @@
+"""Channel-agnostic microscopy: per-channel tokens, channel identity, any subset of channels."""
+import numpy as np
+import pytest
+import torch
+
+from omnimae.build import build_model
+from omnimae.cli import compose
+from omnimae.errors import ConfigError
+from omnimae.masking import num_visible
+
+M = ["experiment=none", "modality=microscopy", "model=vit_tiny", "modalities.microscopy.adapter.img_size=32",
+     "modalities.microscopy.adapter.patch_size=8", "modalities.microscopy.adapter.channels=[dna,er,rna,agp,mito]"]
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return build_model(compose("pretrain", M)).eval()
+
+
+def batch(ids, b=2, size=32):
+    return {"pixels": torch.randn(b, len(ids), size, size), "channel_ids": torch.tensor([ids] * b)}
+
+
+def test_per_channel_tokens_round_trip(model):
+    a = model.adapters["microscopy"]
+    x = batch([4, 0, 2])
+    p = a.tokenize(x)
+    assert p.values.shape == (2, 3 * 16, 64) and p.grid == (3, 4, 4)
+    assert torch.equal(a.untokenize(p), x["pixels"])
+    # token k of channel c is that channel's patch: one shared stem sees single-channel patches
+    assert torch.equal(p.values[:, 16 + 5], x["pixels"][:, 1, 8:16, 8:16].reshape(2, 64))
+
+
+def test_positions_are_spatial_and_channels_are_told_apart_by_their_embedding(model):
+    a = model.adapters["microscopy"]
+    p = a.tokenize(batch([1, 3]))
+    pos = model.pos_embed(p.coords[:, [1, 2]], model.embed_dim)
+    full = model.token_positions(p, a)[0]  # sin-cos of (h, w) + channel embedding
+    torch.testing.assert_close(full[:16] - pos[:16], a.channel_embed[1].expand(16, -1))
+    torch.testing.assert_close(full[16:] - pos[16:], a.channel_embed[3].expand(16, -1))
+    torch.testing.assert_close(pos[:16], pos[16:])  # the same place in two channels: the same position
+
+
+def test_an_unknown_channel_gets_the_mean_channel_embedding(model):
+    from omnimae.modalities.microscopy import channel_ids
+
+    ids = channel_ids(["er", "never-seen"], ["dna", "er", "rna", "agp", "mito"])
+    assert ids.tolist() == [1, 5]
+    a = model.adapters["microscopy"]
+    emb = model.token_positions(a.tokenize(batch(ids.tolist())), a)[0]
+    pos = model.pos_embed(a.tokenize(batch(ids.tolist())).coords[:, [1, 2]], model.embed_dim)
+    torch.testing.assert_close(emb[16] - pos[16], a.channel_embed.mean(0))
+    with pytest.raises(Exception, match="never-seen"):
+        channel_ids(["never-seen"], ["dna"], unknown="error", source="x.tif")
+
+
+def test_masks_cover_channel_x_space_and_can_hide_whole_channels(model):
+    a = model.adapters["microscopy"]
+    p = a.tokenize(batch([0, 1, 2, 3], b=3))
+    n = p.num_tokens
+    a.channel_subset_prob = 0.0
+    _, _, mask = a.mask(p, generator=torch.Generator().manual_seed(0))
+    assert (mask.sum(1) == n - num_visible(n, 0.75)).all()
+    a.channel_subset_prob = 1.0
+    hidden_whole = 0
+    for seed in range(6):
+        _, _, mask = a.mask(p, generator=torch.Generator().manual_seed(seed))
+        per_channel = mask.view(3, 4, 16)
+        whole = (per_channel.sum(-1) == 16).all(0)  # channels hidden in every sample
+        hidden_whole += int(whole.sum())
+        assert (mask.sum(1) == mask.sum(1)[0]).all() and (per_channel.sum(-1) < 16).any()  # some channel is seen
+    assert hidden_whole > 0
+
+
+def test_any_subset_and_order_of_channels_embeds(model):
+    x = batch([0, 1, 2, 3, 4])
+    for ids in ([2, 0], [4], [3, 1, 0]):
+        sub = {"pixels": x["pixels"][:, ids], "channel_ids": torch.tensor([ids] * 2)}
+        assert model.embed(sub, "microscopy").shape == (2, 64)
+    # the order of channels does not change the embedding (positions are spatial, identity is by name)
+    a = model.embed({"pixels": x["pixels"][:, [1, 3]], "channel_ids": torch.tensor([[1, 3]] * 2)}, "microscopy")
+    b = model.embed({"pixels": x["pixels"][:, [3, 1]], "channel_ids": torch.tensor([[3, 1]] * 2)}, "microscopy")
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_config_errors_name_the_key():
+    for override, key in (("modalities.microscopy.adapter.channels=[a,a]", "channels"),
+                          ("modalities.microscopy.adapter.img_size=30", "img_size"),
+                          ("modalities.microscopy.adapter.unknown_channel=guess", "unknown_channel")):
+        with pytest.raises(ConfigError, match=f"modalities.microscopy.adapter.{key}"):
+            build_model(compose("pretrain", M + [override]))
+
+
+def write_ome(path, names, seed, size=40):
+    import tifffile
+
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=(size, size)).cumsum(0).cumsum(1)
+    stack = np.stack([base * (k + 1) + rng.normal(0, 1, (size, size)) * 5 for k in range(len(names))]).astype(np.float32)
+    tifffile.imwrite(path, stack, ome=True, metadata={"axes": "CYX", "Channel": {"Name": list(names)}})
+
+
+def test_trains_on_3_and_5_channel_images_together_then_embeds_a_2_channel_subset(tmp_path, capsys):
+    import pandas as pd
+    import xarray as xr
+
+    from omnimae.cli import main
+    from omnimae.pretrain import pretrain
+
+    data = tmp_path / "plates"
+    for cls in ("ctrl", "drug"):
+        (data / cls).mkdir(parents=True)
+        for i in range(4):
+            write_ome(data / cls / f"three_{i}.ome.tif", ["dna", "er", "rna"], seed=i + 10 * (cls == "drug"))
+            write_ome(data / cls / f"five_{i}.ome.tif", ["dna", "er", "rna", "agp", "mito"], seed=100 + i)
+    run = tmp_path / "run"
+    cfg = compose("pretrain", M + ["trainer=debug", "trainer.max_steps=4", f"data.root={data}", f"run_dir={run}",
+                                   "modalities.microscopy.batch_size=2", "modalities.microscopy.num_workers=0",
+                                   "modalities.microscopy.data.val_fraction=0.2", "callbacks.reconstruction_samples=2"])
+    assert pretrain(cfg)["steps"] == 4
+    assert (run / "reconstructions" / "final.png").is_file()
+    subset = tmp_path / "subset"
+    subset.mkdir()
+    for i in range(6):
+        write_ome(subset / f"img{i}.ome.tif", ["er", "dna"], seed=200 + i)  # a subset, in another order
+    out = tmp_path / "emb.nc"
+    assert main(["embed", f"checkpoint={run / 'checkpoints' / 'last.ckpt'}", f"data_root={subset}", f"output={out}"]) == 0
+    ds = xr.open_dataset(out)
+    assert ds["embedding_mean"].shape == (6, 64)
+    assert list(ds["channel"].values) == ["dna", "er"] and ds["embedding_channel"].shape == (6, 2, 64)
+    assert np.isfinite(ds["embedding_channel"].values).all()
+    assert all(str(s).endswith(".ome.tif") for s in ds["source"].values)
+    # probe the saved embeddings against a labels CSV
+    pd.DataFrame({"file": ds["file"].values, "label": [0, 1] * 3}).to_csv(tmp_path / "labels.csv", index=False)
+    assert main(["probe", f"embeddings={out}", f"labels={tmp_path / 'labels.csv'}", "folds=2"]) == 0
+    text = capsys.readouterr().out
+    assert "majority class" in text and "embedding_mean" in text
+
+
+def test_manifest_of_one_file_per_channel_and_dataset_statistics(tmp_path):
+    from PIL import Image
+    from skimage.color import rgb2hed
+    from skimage.data import immunohistochemistry
+
+    from omnimae.modalities.microscopy import MicroscopyData
+
+    from skimage.color import rgb2gray
+
+    ihc = immunohistochemistry()
+    hed = rgb2hed(ihc)  # a real stained section split into stains (its eosin is empty: use a grey channel instead)
+    hed = np.stack([hed[..., 0], rgb2gray(ihc), hed[..., 2]], axis=-1)
+    rows = []
+    for i in range(3):
+        crop = hed[150 + i * 70 : 214 + i * 70, 200:264]
+        files = {}
+        for k, name in enumerate(["hematoxylin", "grey", "dab"]):
+            f = tmp_path / f"img{i}_{name}.tif"
+            import tifffile
+
+            tifffile.imwrite(f, crop[..., k].astype(np.float32))
+            files[name] = f.name
+        rows.append({"image_id": f"img{i}", **files, "label": i % 2})
+    import pandas as pd
+
+    pd.DataFrame(rows).to_csv(tmp_path / "manifest.csv", index=False)
+    vocab = ["hematoxylin", "grey", "dab"]
+    data = MicroscopyData(vocab, manifest=str(tmp_path / "manifest.csv"), img_size=32, label_column="label", val_fraction=0.34)
+    splits = data.splits()
+    assert sum(len(v[0]) for v in splits.values()) == 3 and sorted(splits["train"][1] + splits["val"][1]) == [0, 0, 1]
+    item = data.dataset("train", train=False)[0]
+    assert item["pixels"].shape == (3, 32, 32) and item["channel_ids"].tolist() == [0, 1, 2]
+    # per image and channel standardized by default (CA-MAE) ...
+    torch.testing.assert_close(item["pixels"].mean(dim=(1, 2)), torch.zeros(3), atol=1e-5, rtol=0)
+    # ... or by dataset statistics per channel name
+    stats = {"hematoxylin": [0.1, 2.0], "grey": [0.0, 1.0], "dab": [-0.5, 0.5]}
+    by_stats = MicroscopyData(vocab, manifest=str(tmp_path / "manifest.csv"), img_size=32, normalization="dataset", stats=stats, val_fraction=0.34, label_column="label")
+    row = by_stats.splits()["train"][0][0]
+    raw = torch.from_numpy(by_stats._read(row).pixels)[:, 16:48, 16:48]
+    got = by_stats.dataset("train", train=False)[0]["pixels"]
+    expected = (raw - torch.tensor([0.1, 0.0, -0.5]).view(3, 1, 1)) / torch.tensor([2.0, 1.0, 0.5]).view(3, 1, 1)
+    torch.testing.assert_close(got, expected)
+
+
+def test_bad_images_fail_before_training_naming_the_file(tmp_path):
+    import tifffile
+
+    from omnimae.errors import DataError
+    from omnimae.modalities.microscopy import MicroscopyData
+
+    vocab = ["dna", "er"]
+    write_ome(tmp_path / "good.ome.tif", vocab, seed=0)
+    flat = np.zeros((2, 40, 40), np.float32)
+    flat[0] = np.random.default_rng(0).normal(size=(40, 40))
+    tifffile.imwrite(tmp_path / "flat.ome.tif", flat, ome=True, metadata={"axes": "CYX", "Channel": {"Name": vocab}})
+    with pytest.raises(DataError, match=r"flat\.ome\.tif.*er"):
+        MicroscopyData(vocab, root=str(tmp_path), img_size=32).splits()
+    (tmp_path / "flat.ome.tif").unlink()
+    data = (tmp_path / "good.ome.tif").read_bytes()
+    (tmp_path / "cut.ome.tif").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match=r"cut\.ome\.tif"):
+        MicroscopyData(vocab, root=str(tmp_path), img_size=32).splits()
+    (tmp_path / "cut.ome.tif").unlink()
+    write_ome(tmp_path / "odd.ome.tif", ["dna", "golgi"], seed=1)
+    with pytest.raises(DataError, match=r"odd\.ome\.tif.*golgi"):
+        MicroscopyData(vocab, root=str(tmp_path), img_size=32, unknown_channel="error").splits()
+    assert len(MicroscopyData(vocab, root=str(tmp_path), img_size=32).splits()["train"][0]) >= 1  # shared: allowed
