@@ -24,7 +24,7 @@ from omnimae.adapter import ModalityAdapter, register_modality
 from omnimae.errors import ConfigError, DataError
 from omnimae.masking import MaskIndices, random_masking
 from omnimae.patches import Patches
-from omnimae.tokenizers.patch2d import grid_coords
+from omnimae.tokenizers import ChannelPatchTokenizer
 
 log = logging.getLogger("omnimae")
 
@@ -72,6 +72,7 @@ class MicroscopyAdapter(ModalityAdapter):
         self.channel_subset_prob, self.unknown_channel = channel_subset_prob, unknown_channel
         self.channel_embed = nn.Parameter(torch.randn(len(channels), embed_dim) * 0.02)
         self.decoder_channel_embed = nn.Parameter(torch.randn(len(channels), decoder_embed_dim) * 0.02)
+        self.tokenizer = ChannelPatchTokenizer(patch_size)
 
     # --- tokens ---------------------------------------------------------------------------
     def pixels(self, x) -> torch.Tensor:
@@ -91,18 +92,12 @@ class MicroscopyAdapter(ModalityAdapter):
 
     def tokenize(self, x) -> Patches:
         pixels = self.pixels(x)  # [B, C, H, W]
-        b, c, h, w = pixels.shape
-        p = self.patch_size
-        if h % p or w % p:
-            raise ValueError(f"image {h}x{w} is not a multiple of the patch size {p}")
-        values = rearrange(pixels, "b c (h p) (w q) -> b (c h w) (p q)", p=p, q=p)  # [B, C*N, p*p]
-        coords = grid_coords(c, h // p, w // p)  # (c, h, w), channel-major
-        return Patches(values, coords, (c, h // p, w // p), {"size": (h, w), "channel_ids": self._ids(x, c)})
+        patches = self.tokenizer.patchify(pixels)  # channel-major tokens, coords (c, h, w)
+        patches.meta["channel_ids"] = self._ids(x, pixels.shape[1])
+        return patches
 
     def untokenize(self, patches: Patches) -> torch.Tensor:
-        c, gh, gw = patches.grid
-        p = self.patch_size
-        return rearrange(patches.values, "b (c h w) (p q) -> b c (h p) (w q)", c=c, h=gh, w=gw, p=p, q=p)
+        return self.tokenizer.unpatchify(patches)
 
     def channel_table(self, decoder: bool) -> torch.Tensor:
         """[V + 1, D]: the vocabulary's channel embeddings and, last, the one for unknown names (their mean)."""

@@ -45,3 +45,15 @@ def test_grid_coords_row_major():
 def test_wrong_channel_count_is_an_error():
     with pytest.raises(ValueError, match=r"\[B, 3, H, W\]"):
         PatchTokenizer2D(4, 3).patchify(torch.randn(1, 1, 8, 8))
+
+
+def test_channel_tokenizer_round_trip_and_channel_major_order():
+    from omnimae.tokenizers import ChannelPatchTokenizer
+
+    x = torch.randn(2, 5, 12, 8)
+    tok = ChannelPatchTokenizer(4)
+    p = tok.patchify(x)
+    assert p.values.shape == (2, 5 * 3 * 2, 16) and p.grid == (5, 3, 2)
+    assert torch.equal(tok.unpatchify(p), x)
+    assert p.coords[6].tolist() == [1, 0, 0]  # the second channel starts after the first's 6 patches
+    assert torch.equal(p.values[:, 6 + 3], x[:, 1, 4:8, 4:8].reshape(2, 16))

@@ -5,7 +5,8 @@ if __name__ == "tokenizers":  # pragma: no cover - guards against shadowing Hugg
         "Hugging Face's 'tokenizers'. Install omnimae (pip install -e .) and import omnimae.tokenizers."
     )
 
+from .channel2d import ChannelPatchTokenizer
 from .patch2d import PatchTokenizer2D
 from .tube import TubeTokenizer
 
-__all__ = ["PatchTokenizer2D", "TubeTokenizer"]
+__all__ = ["ChannelPatchTokenizer", "PatchTokenizer2D", "TubeTokenizer"]
