@@ -50,6 +50,7 @@ class ModalityRun:
     batch_size: int = 64
     num_workers: int = 0
     loss_weight: float = 1.0
+    sampling_weight: float = 1.0  # joint runs: how often a step draws this modality
     adapter: Any = None
     data: Any = None
 
@@ -60,6 +61,8 @@ class ModalityRun:
             raise ConfigError("num_workers", f"must be >= 0, got {self.num_workers}")
         if self.loss_weight < 0:
             raise ConfigError("loss_weight", f"must be >= 0, got {self.loss_weight}")
+        if self.sampling_weight <= 0:
+            raise ConfigError("sampling_weight", f"must be positive, got {self.sampling_weight}")
 
 
 def _matches(value: Any, hint: Any) -> bool:

@@ -48,20 +48,20 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
     for d in data.values():
         d.splits()  # lists and checks every file before training starts
     runs = {m: ModalityRun(**OmegaConf.to_container(n, resolve=True)) for m, n in cfg.modalities.items()}
-    if len(runs) != 1:
-        raise ConfigError("modalities", f"this release trains one modality per run, got {list(runs)}")
-    (modality, run), = runs.items()
+    # the lr scales with the batch a step sees: for joint runs, the sampling-weighted mean batch size
+    total_weight = sum(r.sampling_weight for r in runs.values())
+    step_batch = round(sum(r.batch_size * r.sampling_weight for r in runs.values()) / total_weight)
     config = OmegaConf.to_container(cfg, resolve=True)
     module = MAEPretrainer(
         model,
         OptimConfig(**config["optim"]),
-        batch_size=run.batch_size,
+        batch_size=step_batch,
         loss_weights={m: r.loss_weight for m, r in runs.items()},
         seed=cfg.seed,
         config=config,
     )
     dm = MAEDataModule(data, runs, cfg.seed)
-    has_val = len(data[modality].splits()["val"][1]) > 0  # (source, labels) per split
+    has_val = any(len(d.splits()["val"][1]) > 0 for d in data.values())  # (source, labels) per split
     ckpt_dir = run_dir / "checkpoints"
     cb = cfg.callbacks
     checkpoint = ModelCheckpoint(

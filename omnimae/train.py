@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -104,54 +105,111 @@ class GroupedBatchSampler(Sampler):
             yield [(i, mix_seed(self.seed, self.epoch, i)) for i in batch]
 
 
+class MixedLoader:
+    """Joint pretraining: each step draws one modality by its sampling weight (from a generator
+    seeded by seed and epoch) and takes that modality's next batch; a modality's loader that runs
+    out starts over. An epoch is as many steps as all modalities' batches together."""
+
+    def __init__(self, loaders: Mapping[str, DataLoader], weights: Mapping[str, float], seed: int):
+        self.loaders, self.seed, self.epoch = dict(loaders), seed, 0
+        self.names = sorted(self.loaders)
+        self.weights = torch.tensor([float(weights[m]) for m in self.names])
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return sum(len(loader) for loader in self.loaders.values())
+
+    def _restart(self, m: str, rounds: dict[str, int]):
+        loader = self.loaders[m]
+        for sampler in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
+            if hasattr(sampler, "set_epoch"):
+                sampler.set_epoch(self.epoch * 1000 + rounds[m])  # a fresh, reproducible order each round
+        rounds[m] += 1
+        return iter(loader)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, 7))
+        picks = torch.multinomial(self.weights, len(self), replacement=True, generator=g).tolist()
+        rounds = dict.fromkeys(self.names, 0)
+        iters = {m: self._restart(m, rounds) for m in self.names}
+        for k in picks:
+            m = self.names[k]
+            try:
+                yield next(iters[m])
+            except StopIteration:
+                iters[m] = self._restart(m, rounds)
+                yield next(iters[m])
+
+
+class ChainedLoader:
+    """Validation over several modalities: every modality's loader in turn."""
+
+    def __init__(self, loaders: Mapping[str, DataLoader]):
+        self.loaders = [loaders[m] for m in sorted(loaders)]
+
+    def __len__(self) -> int:
+        return sum(len(loader) for loader in self.loaders)
+
+    def __iter__(self):
+        for loader in self.loaders:
+            yield from loader
+
+
 class MAEDataModule(L.LightningDataModule):
-    """One modality per batch; batches arrive as {modality: tensor}."""
+    """One modality per batch, batches as {modality: tensor}; several modalities mix by sampling weight."""
 
     def __init__(self, data: Mapping[str, Any], runs: Mapping[str, Any], seed: int):
         super().__init__()
-        if len(data) != 1:
-            raise OmniMAEError("this release trains one modality per run; joint pretraining comes with the multi-modality sampler")
-        (self.modality, self.data), = data.items()
-        self.run = runs[self.modality]
-        self.seed = seed
+        self.data, self.runs, self.seed = dict(data), dict(runs), seed
+        self.modalities = sorted(self.data)
 
     def setup(self, stage: str | None = None) -> None:
-        self.train_set = self.data.dataset("train", train=True)
-        self.val_set = self.data.dataset("val", train=False)
-        if len(self.train_set) < self.run.batch_size:
-            raise OmniMAEError(
-                f"modalities.{self.modality}.batch_size={self.run.batch_size} is larger than the "
-                f"{len(self.train_set)} training samples"
-            )
+        self.train_sets = {m: d.dataset("train", train=True) for m, d in self.data.items()}
+        self.val_sets = {m: d.dataset("val", train=False) for m, d in self.data.items()}
+        for m, ds in self.train_sets.items():
+            if len(ds) < self.runs[m].batch_size:
+                raise OmniMAEError(
+                    f"modalities.{m}.batch_size={self.runs[m].batch_size} is larger than the {len(ds)} training samples"
+                )
 
-    def _collate(self, items: list) -> dict:
-        return {self.modality: default_collate(items)}  # tensors, or nests of them (dicts of pixels and ids)
-
-    def _loader(self, dataset, shuffle: bool, drop_last: bool) -> DataLoader:
+    def _loader(self, modality: str, dataset, shuffle: bool, drop_last: bool) -> DataLoader:
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        workers = self.run.num_workers
+        run = self.runs[modality]
         groups = getattr(dataset, "groups", None)  # datasets whose samples differ in shape group them
         if groups is not None:
             batching = dict(batch_sampler=GroupedBatchSampler(
-                groups, self.run.batch_size, self.seed, shuffle=shuffle, drop_last=drop_last, rank=rank, world_size=world))
+                groups, run.batch_size, self.seed, shuffle=shuffle, drop_last=drop_last, rank=rank, world_size=world))
         else:
             sampler = SeededSampler(len(dataset), self.seed, shuffle=shuffle, rank=rank, world_size=world)
-            batching = dict(batch_size=self.run.batch_size, sampler=sampler, drop_last=drop_last)
+            batching = dict(batch_size=run.batch_size, sampler=sampler, drop_last=drop_last)
         return DataLoader(
             dataset,
             **batching,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            collate_fn=self._collate,
+            num_workers=run.num_workers,
+            persistent_workers=run.num_workers > 0,
+            # tensors, or nests of them (dicts of pixels and ids), keyed by their modality
+            collate_fn=partial(_collate_as, modality),
             pin_memory=torch.cuda.is_available(),
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, shuffle=True, drop_last=True)
+    def train_dataloader(self):
+        loaders = {m: self._loader(m, ds, shuffle=True, drop_last=True) for m, ds in self.train_sets.items()}
+        if len(loaders) == 1:
+            return next(iter(loaders.values()))
+        return MixedLoader(loaders, {m: self.runs[m].sampling_weight for m in loaders}, self.seed)
 
-    def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val_set, shuffle=False, drop_last=False) if len(self.val_set) else []
+    def val_dataloader(self):
+        loaders = {m: self._loader(m, ds, shuffle=False, drop_last=False) for m, ds in self.val_sets.items() if len(ds)}
+        if not loaders:
+            return []
+        return next(iter(loaders.values())) if len(loaders) == 1 else ChainedLoader(loaders)
+
+
+def _collate_as(modality: str, items: list) -> dict:
+    return {modality: default_collate(items)}
 
 
 # --- the module ----------------------------------------------------------------------------
@@ -185,7 +243,7 @@ class MAEPretrainer(L.LightningModule):
         bsz = batch_size(next(iter(batch.values())))
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, prog_bar=True, on_step=on_step, on_epoch=not on_step, batch_size=bsz, sync_dist=not on_step)
-        if len(outputs) > 1:
+        if len(self.model.adapters) > 1:  # a joint run: each modality's own loss too
             for m, out in outputs.items():
                 self.log(f"{stage}/loss_{m}", out.loss, on_step=on_step, on_epoch=not on_step, batch_size=bsz)
         return loss
@@ -272,22 +330,26 @@ class ReconstructionCallback(Callback):
         self.out_dir, self.every_n_steps, self.num_samples = Path(out_dir), every_n_steps, num_samples
         self.last_path: Path | None = None
 
-    def _samples(self, trainer) -> tuple[str, torch.Tensor]:
+    def _samples(self, trainer, modality: str):
         dm = trainer.datamodule
-        ds = dm.val_set if len(dm.val_set) else dm.data.dataset("train", train=False)
+        ds = dm.val_sets[modality]
+        ds = ds if len(ds) else dm.data[modality].dataset("train", train=False)
         n = min(self.num_samples, len(ds))
-        return dm.modality, default_collate([ds[i] for i in range(n)])
+        return default_collate([ds[i] for i in range(n)])
 
     def write(self, trainer, pl_module, name: str) -> None:
         if not trainer.is_global_zero:
             return
-        modality, x = self._samples(trainer)
+        modalities = trainer.datamodule.modalities
         was_training = pl_module.training
         pl_module.eval()
-        gen = torch.Generator(device=pl_module.device).manual_seed(mix_seed(pl_module.seed, 2))
-        panels = reconstruction_panels(pl_module.model, to_device(x, pl_module.device), modality, gen)
+        for modality in modalities:
+            x = self._samples(trainer, modality)
+            gen = torch.Generator(device=pl_module.device).manual_seed(mix_seed(pl_module.seed, 2))
+            panels = reconstruction_panels(pl_module.model, to_device(x, pl_module.device), modality, gen)
+            suffix = f"_{modality}" if len(modalities) > 1 else ""
+            self.last_path = save_grid(panels, self.out_dir / f"{name}{suffix}.png", f"{modality}, step {trainer.global_step}")
         pl_module.train(was_training)
-        self.last_path = save_grid(panels, self.out_dir / f"{name}.png", f"{modality}, step {trainer.global_step}")
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         step = trainer.global_step
