@@ -4,6 +4,8 @@ from __future__ import annotations
 import logging
 import sys
 
+from pathlib import Path
+
 from omegaconf import DictConfig, OmegaConf
 
 from omnimae.errors import OmniMAEError
@@ -32,9 +34,16 @@ Overrides use Hydra's syntax (key=value); `--key value` is the same as key=value
 
 
 def compose(config_name: str, overrides: list[str]) -> DictConfig:
+    """Compose a config from omnimae's own groups plus the folders in OMNIMAE_CONFIG_PATH (os.pathsep-separated),
+    where a researcher's own configs (e.g. modality/<name>.yaml for a new modality) live."""
+    import os
+
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
+    extra = [str(Path(p).expanduser().resolve()) for p in os.environ.get("OMNIMAE_CONFIG_PATH", "").split(os.pathsep) if p]
+    if extra:
+        overrides = [f"hydra.searchpath=[{','.join('file://' + p for p in extra)}]", *overrides]
     with initialize_config_module("omnimae.configs", version_base="1.3"):
         return hydra_compose(config_name, overrides=overrides)
 

@@ -16,6 +16,17 @@ def _subfolders(root: Path) -> list[Path]:
     return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
+def _walk(folder: Path, suffixes: set[str]):
+    """Files with these suffixes; a folder with one (a zarr store) counts as one entry, not searched inside."""
+    for p in folder.iterdir():
+        if p.name.startswith("."):
+            continue
+        if p.suffix.lower() in suffixes:
+            yield p
+        elif p.is_dir():
+            yield from _walk(p, suffixes)
+
+
 def find_files(
     root: str | Path, suffixes: Iterable[str], kind: str = "data", key: str = "data.root",
     classes: Sequence[str] | None = None,
@@ -31,7 +42,7 @@ def find_files(
     index = {c: i for i, c in enumerate(classes)}
     paths, labels = [], []
     for label, folder in ([(index[d.name], d) for d in subdirs] or [(-1, root)]):
-        found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+        found = sorted(_walk(folder, suffixes))
         paths += found
         labels += [label] * len(found)
     if not paths:

@@ -1,0 +1,212 @@
+"""A modality from configuration alone: arrays with named dimensions, tokenized as the YAML says.
+
+Hyperspectral tiles, EEG spectrograms, depth maps, sensor arrays: a researcher writes one YAML
+file (configs/modality/<name>.yaml, or a folder added with OMNIMAE_CONFIG_PATH) whose adapter is
+`omnimae.modalities.array.ArrayAdapter` and whose data is `omnimae.modalities.array.ArrayData`,
+choosing the tokenizer (patch2d, tube or channel), patch sizes, normalization, mask ratio and
+masking. Files: .npy, .nc and .zarr (through xarray, dims by name) and .tif (tifffile).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from omnimae.adapter import ModalityAdapter, register_modality
+from omnimae.errors import ConfigError, DataError
+from omnimae.files import folder_splits
+from omnimae.masking import MaskIndices, random_masking, tube_masking
+from omnimae.patches import Patches
+from omnimae.tokenizers import ChannelPatchTokenizer, PatchTokenizer2D, TubeTokenizer
+
+ARRAY_SUFFIXES = {".npy", ".nc", ".zarr", ".tif", ".tiff"}
+TOKENIZERS = ("patch2d", "tube", "channel")
+
+
+@register_modality("array")
+class ArrayAdapter(ModalityAdapter):
+    """Samples [C, H, W] (patch2d, channel) or [C, T, H, W] (tube), already normalized by the data."""
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        decoder_embed_dim: int,
+        shape: Sequence[int],
+        tokenizer: str = "patch2d",
+        patch_size: int = 16,
+        tubelet_size: int = 2,
+        mask_ratio: float = 0.75,
+        masking: str = "random",
+        norm_pix_loss: bool = True,
+    ):
+        if tokenizer not in TOKENIZERS:
+            raise ConfigError("tokenizer", f"must be one of {TOKENIZERS}, got {tokenizer!r}")
+        want = 4 if tokenizer == "tube" else 3
+        if len(shape) != want:
+            raise ConfigError("shape", f"the {tokenizer} tokenizer takes {'[C, T, H, W]' if want == 4 else '[C, H, W]'}, got {list(shape)}")
+        if any(s % patch_size for s in shape[-2:]) or patch_size < 1:
+            raise ConfigError("patch_size", f"{patch_size} must divide the spatial size {list(shape[-2:])}")
+        if tokenizer == "tube" and (tubelet_size < 1 or shape[1] % tubelet_size):
+            raise ConfigError("tubelet_size", f"{tubelet_size} must divide the time size {shape[1]}")
+        if masking not in ("random", "tube") or (masking == "tube" and tokenizer != "tube"):
+            raise ConfigError("masking", f"must be random (any tokenizer) or tube (tube tokenizer), got {masking!r}")
+        c = shape[0]
+        self.tokenizer_kind, self.shape, self.masking = tokenizer, tuple(shape), masking
+        if tokenizer == "patch2d":
+            self.tokenizer, patch_dim = PatchTokenizer2D(patch_size, c), patch_size * patch_size * c
+        elif tokenizer == "tube":
+            self.tokenizer, patch_dim = TubeTokenizer(tubelet_size, patch_size, c), tubelet_size * patch_size * patch_size * c
+        else:
+            self.tokenizer, patch_dim = ChannelPatchTokenizer(patch_size), patch_size * patch_size
+        super().__init__(embed_dim=embed_dim, decoder_embed_dim=decoder_embed_dim, patch_dim=patch_dim,
+                         mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss)
+        if tokenizer == "channel":  # channel identity by a learned embedding per channel index
+            self.position_axes = (1, 2)
+            self.channel_embed = nn.Parameter(torch.randn(c, embed_dim) * 0.02)
+            self.decoder_channel_embed = nn.Parameter(torch.randn(c, decoder_embed_dim) * 0.02)
+
+    def tokenize(self, x: torch.Tensor) -> Patches:
+        return self.tokenizer.patchify(x)
+
+    def untokenize(self, patches: Patches) -> torch.Tensor:
+        return self.tokenizer.unpatchify(patches)
+
+    def token_embeddings(self, patches: Patches, decoder: bool):
+        if self.tokenizer_kind != "channel":
+            return None
+        table = self.decoder_channel_embed if decoder else self.channel_embed
+        _, gh, gw = patches.grid
+        return table.repeat_interleave(gh * gw, dim=0)  # [C*N, D]
+
+    def mask(self, patches: Patches, *, noise=None, generator=None) -> MaskIndices:
+        b, n, _ = patches.values.shape
+        device = patches.values.device
+        if self.masking == "tube":
+            gt, gh, gw = patches.grid
+            return tube_masking(b, gt, gh * gw, self.mask_ratio, noise=noise, generator=generator, device=device)
+        return random_masking(b, n, self.mask_ratio, noise=noise, generator=generator, device=device)
+
+    def to_display(self, x: torch.Tensor, mask: bool = False) -> torch.Tensor:
+        """Channel 0 (of the middle time step for tubes), or every channel side by side for `channel`."""
+        x = x.float()
+        if x.ndim == 5:
+            x = x[:, :, x.shape[2] // 2]
+        if self.tokenizer_kind == "channel":
+            x = torch.cat(list(x.unbind(1)), dim=-1).unsqueeze(1)  # [B, 1, H, C*W]
+        x = x.amax(1, keepdim=True) if mask else x[:, :1]
+        if not mask:
+            lo, hi = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
+            x = (x - lo) / (hi - lo).clamp_min(1e-6)
+        return x[:, 0].unsqueeze(-1)
+
+
+def read_array(path: str | Path, dims: Sequence[str] | None, variable: str | None) -> np.ndarray:
+    """One sample as float32, its axes ordered as `dims` (names for netCDF/zarr; positions are kept for .npy/.tif)."""
+    path = Path(path)
+    try:
+        if path.suffix in (".nc", ".zarr"):
+            import xarray as xr
+
+            ds = xr.open_zarr(path) if path.suffix == ".zarr" else xr.open_dataset(path)
+            names = list(ds.data_vars)
+            if variable is None and len(names) != 1:
+                raise DataError(f"{path}: holds variables {names}; set data.variable")
+            var = ds[variable or names[0]] if (variable or names[0]) in ds else None
+            if var is None:
+                raise DataError(f"{path}: no variable {variable!r} (it has {names})")
+            if dims:
+                missing = [d for d in dims if d not in var.dims]
+                if missing:
+                    raise DataError(f"{path}: variable {var.name!r} has dims {list(var.dims)}, not {missing}")
+                var = var.transpose(*dims)
+            arr = var.values
+        elif path.suffix == ".npy":
+            arr = np.load(path, allow_pickle=False)
+        else:
+            import tifffile
+
+            arr = tifffile.imread(path)
+    except DataError:
+        raise
+    except Exception as e:
+        raise DataError(f"{path}: cannot read array ({type(e).__name__}: {e})") from e
+    arr = np.asarray(arr, dtype=np.float32)
+    if not np.isfinite(arr).all():
+        raise DataError(f"{path}: array holds NaN or infinite values")
+    return arr
+
+
+class ArrayDataset(Dataset):
+    def __init__(self, paths: list[Path], labels: list[int], data: "ArrayData", train: bool):
+        self.paths, self.labels, self.data, self.train = paths, labels, data, train
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        d = self.data
+        path = self.paths[index]
+        x = torch.from_numpy(read_array(path, d.dims, d.variable))
+        if x.ndim == len(d.shape) - 1:
+            x = x.unsqueeze(0)  # a single channel
+        if x.ndim != len(d.shape) or x.shape[0] != d.shape[0] or any(a < b for a, b in zip(x.shape[1:], d.shape[1:])):
+            raise DataError(f"{path}: array of shape {tuple(x.shape)} does not fit shape {list(d.shape)} (channels first)")
+        g = torch.Generator().manual_seed(seed) if (self.train and seed is not None) else None
+        starts = [int(torch.randint(0, a - b + 1, (1,), generator=g)) if g else (a - b) // 2
+                  for a, b in zip(x.shape[1:], d.shape[1:])]
+        x = x[(slice(None), *[slice(s, s + b) for s, b in zip(starts, d.shape[1:])])]  # crop to shape
+        if d.normalization == "sample":  # per sample and channel
+            axes = tuple(range(1, x.ndim))
+            std = x.std(dim=axes, keepdim=True)
+            if (std == 0).any():
+                raise DataError(f"{path}: a channel is constant and cannot be standardized")
+            x = (x - x.mean(dim=axes, keepdim=True)) / std
+        elif d.normalization == "given":
+            view = (-1,) + (1,) * (x.ndim - 1)
+            x = (x - torch.tensor(d.mean).view(view)) / torch.tensor(d.std).view(view)
+        return x
+
+
+class ArrayData:
+    """A folder of array files (one sample each; class subfolders give labels)."""
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        root: str | None = None,
+        dims: Sequence[str] | None = None,
+        variable: str | None = None,
+        normalization: str = "sample",
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        val_fraction: float = 0.02,
+        seed: int = 0,
+    ):
+        if root is None:
+            raise ConfigError("root", "set the folder of array files (data.root=PATH)")
+        if normalization not in ("sample", "given", "none"):
+            raise ConfigError("normalization", f"must be sample, given or none, got {normalization!r}")
+        if normalization == "given" and (mean is None or std is None or len(mean) != shape[0] or len(std) != shape[0]):
+            raise ConfigError("mean", f"normalization=given needs mean and std with {shape[0]} values each")
+        self.shape, self.root, self.dims, self.variable = tuple(shape), root, list(dims) if dims else None, variable
+        self.normalization, self.mean, self.std = normalization, mean, std
+        self.val_fraction, self.seed = val_fraction, seed
+        self._splits = None
+
+    def splits(self) -> dict:
+        if self._splits is None:
+            self._splits = folder_splits(self.root, ARRAY_SUFFIXES, self.val_fraction, self.seed, "array")
+            for paths, _ in self._splits.values():  # every file once, before training
+                for p in paths:
+                    ArrayDataset([p], [0], self, train=False)[0]
+        return self._splits
+
+    def dataset(self, split: str, train: bool) -> ArrayDataset:
+        paths, labels = self.splits()[split]
+        return ArrayDataset(paths, labels, self, train)
