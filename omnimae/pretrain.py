@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omnimae.build import build_data, build_model, validate
 from omnimae.checkpoint import read_checkpoint
 from omnimae.config import ModalityRun, OptimConfig
-from omnimae.errors import ConfigError
+from omnimae.errors import ConfigError, OmniMAEError
 from omnimae.io import atomic_path
 from omnimae.train import (
     AtomicCheckpointIO,
@@ -34,6 +34,28 @@ def _run_dir(cfg: DictConfig) -> Path:
     if cfg.get("resume"):  # .../<run>/checkpoints/last.ckpt -> .../<run>
         return Path(cfg.resume).expanduser().resolve().parent.parent
     return Path("runs") / str(cfg.run_name) / time.strftime("%Y%m%d-%H%M%S")
+
+
+def _end_process_group() -> None:
+    """Close the distributed process group ourselves: left to interpreter exit, gloo aborts the process."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def check_ranks_in_sync(trainer, module) -> bool:
+    """Every rank must end with the same weights: compare per-parameter sums across ranks."""
+    import torch
+
+    sums = torch.stack([p.detach().double().sum() for p in module.parameters()]).to(module.device)
+    gathered = trainer.strategy.all_gather(sums)  # [world, P]
+    diverged = (gathered - gathered[0]).abs().max().item()
+    if diverged > 1e-6:
+        raise OmniMAEError(f"ranks ended with different weights (largest difference of parameter sums {diverged:.3g})")
+    log.info("all %d ranks hold identical weights", trainer.world_size)
+    return True
 
 
 def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
@@ -94,6 +116,8 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
     trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("resume"))
     last = ckpt_dir / "last.ckpt"
     trainer.save_checkpoint(last, weights_only=False)  # the final state, also when the run stopped between saves
+    in_sync = check_ranks_in_sync(trainer, module) if trainer.world_size > 1 else None
+    _end_process_group()
     return {
         "rank": trainer.global_rank,
         "run_dir": run_dir,
@@ -103,5 +127,6 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
         "logs": Path(loggers[0].log_dir) / "metrics.csv",
         "tensorboard": loggers[1].log_dir,
         "steps": trainer.global_step,
+        **({"ranks_in_sync": in_sync} if in_sync is not None else {}),
         "minutes": f"{(time.time() - start) / 60:.1f}",
     }

@@ -68,3 +68,15 @@ def test_data_root_with_the_digits_demo_explains_itself(tmp_path):
     cfg = compose("pretrain", [f"data.root={tmp_path}"])
     with pytest.raises(ConfigError, match="modalities.image.data.root: .*experiment=none"):
         build_data(cfg)
+
+
+def test_fsdp_config_builds_its_strategy_with_a_block_wrap_policy():
+    from hydra.utils import instantiate
+    from timm.models.vision_transformer import Block
+    from torch.distributed.fsdp.wrap import ModuleWrapPolicy
+
+    cfg = compose("pretrain", ["trainer=fsdp"])
+    validate(cfg)
+    strategy = instantiate(cfg.trainer.strategy)
+    policy = strategy.kwargs["auto_wrap_policy"]
+    assert isinstance(policy, ModuleWrapPolicy) and Block in policy._module_classes
