@@ -49,6 +49,7 @@ class SeededSampler(Sampler):
     def __init__(self, size: int, seed: int, shuffle: bool = True, rank: int = 0, world_size: int = 1):
         self.size, self.seed, self.shuffle = size, seed, shuffle
         self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.skip = 0  # samples of this epoch already trained on (a mid-epoch resume), skipped once
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -57,6 +58,12 @@ class SeededSampler(Sampler):
         return math.ceil(self.size / self.world_size)
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
+        skip, self.skip = self.skip, 0
+        for n, key in enumerate(self._keys()):
+            if n >= skip:
+                yield key
+
+    def _keys(self) -> Iterator[tuple[int, int]]:
         if self.shuffle:
             g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch))
             order = torch.randperm(self.size, generator=g).tolist()
@@ -75,6 +82,7 @@ class GroupedBatchSampler(Sampler):
                  rank: int = 0, world_size: int = 1):
         self.groups, self.batch_size, self.seed, self.shuffle, self.drop_last = groups, batch_size, seed, shuffle, drop_last
         self.rank, self.world_size, self.epoch = rank, world_size, 0
+        self.skip = 0  # batches of this epoch already trained on (a mid-epoch resume), skipped once
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -101,8 +109,33 @@ class GroupedBatchSampler(Sampler):
         return len(self._batches())
 
     def __iter__(self):
-        for batch in self._batches():
+        skip, self.skip = self.skip, 0
+        for batch in self._batches()[skip:]:
             yield [(i, mix_seed(self.seed, self.epoch, i)) for i in batch]
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose position inside an epoch goes into checkpoints, so a run resumed mid-epoch
+    sees the rest of that epoch's data in the same order.
+
+    The position is the number of batches the trainer has processed this epoch (not what the
+    loader has yielded, which runs ahead by Lightning's prefetch); on resume, the sampler skips them
+    without loading anything.
+    """
+
+    def __init__(self, *args, progress=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._progress = progress  # () -> batches processed in the current epoch
+
+    def state_dict(self) -> dict:
+        return {"batches": int(self._progress()) if self._progress else 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        batches = int(state.get("batches", 0))
+        if self.batch_sampler is not None and isinstance(self.batch_sampler, GroupedBatchSampler):
+            self.batch_sampler.skip = batches
+        elif isinstance(self.sampler, SeededSampler):
+            self.sampler.skip = batches * self.batch_size
 
 
 class MixedLoader:
@@ -185,15 +218,21 @@ class MAEDataModule(L.LightningDataModule):
         else:
             sampler = SeededSampler(len(dataset), self.seed, shuffle=shuffle, rank=rank, world_size=world)
             batching = dict(batch_size=run.batch_size, sampler=sampler, drop_last=drop_last)
-        return DataLoader(
+        return ResumableLoader(
             dataset,
             **batching,
+            progress=self._batches_done if shuffle else None,
             num_workers=run.num_workers,
             persistent_workers=run.num_workers > 0,
             # tensors, or nests of them (dicts of pixels and ids), keyed by their modality
             collate_fn=partial(_collate_as, modality),
             pin_memory=torch.cuda.is_available(),
         )
+
+    def _batches_done(self) -> int:
+        """Batches processed in the current epoch; 0 once the epoch is complete (the next one starts whole)."""
+        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return 0 if done >= self.trainer.num_training_batches else done
 
     def train_dataloader(self):
         loaders = {m: self._loader(m, ds, shuffle=True, drop_last=True) for m, ds in self.train_sets.items()}

@@ -52,7 +52,7 @@ def test_pretrain_on_a_folder_of_images(image_folder, tmp_path):
     assert (tmp_path / "reconstructions" / "final.png").is_file()
 
 
-@pytest.mark.parametrize("stop_at", [3, 6])  # epochs are 3 steps: resume at the end of epoch 1 and of epoch 2
+@pytest.mark.parametrize("stop_at", [3, 4, 5])  # epochs are 3 steps: at an epoch end and twice in the middle
 def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, stop_at):
     common = FAST + ["trainer.max_steps=8", "trainer.limit_train_batches=3", "trainer.check_val_every_n_epoch=100",
                      "callbacks.reconstruction_every_n_steps=0", f"callbacks.checkpoint_every_n_steps={stop_at}"]
