@@ -41,6 +41,7 @@ class MaskedAutoencoder(nn.Module):
         mlp_ratio: float = 4.0,
         norm_eps: float = 1e-6,
         attn_impl: AttnImpl = "auto",
+        compile: bool = False,
     ):
         super().__init__()
         for key, dim, heads in (("embed_dim", embed_dim, num_heads), ("decoder_embed_dim", decoder_embed_dim, decoder_num_heads)):
@@ -67,6 +68,9 @@ class MaskedAutoencoder(nn.Module):
         self.decoder_norm = norm_layer(decoder_embed_dim)
         self._pos_cache: dict[tuple, torch.Tensor] = {}
         self.initialize_weights()
+        if compile:  # each transformer block through torch.compile; the token plumbing stays eager
+            for blk in (*self.blocks, *self.decoder_blocks):
+                blk.compile(dynamic=None)
 
     # --- init, as the MAE paper -----------------------------------------------------------
     def initialize_weights(self) -> None:

@@ -71,3 +71,17 @@ def test_images_of_another_size_use_positions_from_their_grid(tiny_model):
 def test_no_weight_decay_covers_tokens_and_modality_embeddings(tiny_model):
     names = tiny_model.no_weight_decay()
     assert {"cls_token", "mask_token", "adapters.image.modality_embed", "adapters.image.decoder_modality_embed"} <= names
+
+
+def test_compile_switch_gives_the_same_outputs(make_cfg):
+    from omnimae.build import build_model
+
+    torch.manual_seed(0)
+    eager = build_model(make_cfg()).eval()
+    torch.manual_seed(0)
+    compiled = build_model(make_cfg("model.compile=true")).eval()
+    assert all(hasattr(b, "_compiled_call_impl") and b._compiled_call_impl is not None for b in compiled.blocks)
+    x, noise = torch.randn(2, 3, 16, 16), torch.rand(2, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled.forward_modality(x, "image", noise=noise).pred,
+                                   eager.forward_modality(x, "image", noise=noise).pred, atol=1e-5, rtol=1e-5)
