@@ -30,3 +30,20 @@ def test_two_ranks_hold_identical_weights_and_resume_across_process_counts(tmp_p
     # ... and a 1-process checkpoint in 2
     out = run(*DDP, "trainer.max_steps=8", f"run_dir={tmp_path / 'ddp2'}", f"resume={tmp_path / 'single' / 'checkpoints' / 'last.ckpt'}")
     assert "steps            8" in out and "ranks_in_sync    True" in out
+
+
+def test_torchrun_launch_gives_the_same_weights_as_a_lightning_launch(tmp_path):
+    """The same 2-process run started by torchrun instead of Lightning ends with the same weights."""
+    import torch
+
+    from omnimae.checkpoint import read_checkpoint
+
+    run(*DDP, "trainer.max_steps=3", f"run_dir={tmp_path / 'lightning'}")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", OMNIMAE, "pretrain"]
+    proc = subprocess.run([*torchrun, *COMMON, *DDP, "trainer.max_steps=3", f"run_dir={tmp_path / 'torchrun'}"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    a = read_checkpoint(tmp_path / "lightning" / "checkpoints" / "last.ckpt")["state_dict"]
+    b = read_checkpoint(tmp_path / "torchrun" / "checkpoints" / "last.ckpt")["state_dict"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
