@@ -65,7 +65,10 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as d:
         setups = make_files(Path(d))
-        for name, overrides in setups.items():
+        for cached in ("audio", "microscopy"):  # the same inputs with decoded data kept in a cache folder
+            setups[f"{cached}+cache"] = setups[cached] + [f"modalities.{cached}.data.cache_dir={Path(d) / ('cache_' + cached)}"]
+        for label, overrides in setups.items():
+            name = label.split("+")[0]
             cfg = compose("pretrain", ["experiment=none", f"model={args.model}", *overrides])
             data = build_data(cfg)[name]
             ds = data.dataset("train", train=True)
@@ -88,7 +91,7 @@ def main() -> None:
                 opt.zero_grad()
                 step.append(time.perf_counter() - t)
             lt, st = float(np.median(load[1:])), float(np.median(step[1:]))
-            print(f"{name:<11} load {1000 * lt / args.batch:7.1f} ms/sample, batch {lt:6.3f} s; step {st:6.3f} s; "
+            print(f"{label:<17} load {1000 * lt / args.batch:7.1f} ms/sample, batch {lt:6.3f} s; step {st:6.3f} s; "
                   f"load/step {lt / st:5.2f}", flush=True)
 
 

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from omnimae.adapter import ModalityAdapter, register_modality
-from omnimae.files import find_files, folder_splits
+from omnimae.files import DecodedCache, find_files, folder_splits
 from omnimae.errors import ConfigError, DataError
 from omnimae.masking import MaskIndices, explicit_masking, num_visible
 from omnimae.patches import Patches
@@ -285,8 +285,10 @@ class AudioDataset(Dataset):
         std: float = AUDIOSET_STD,
         budget: SkipBudget | None = None,
         offset: int = 0,
+        cache_dir: str | None = None,
     ):
         self.paths, self.labels, self.train = paths, labels, train
+        self.cache = DecodedCache(cache_dir) if cache_dir else None
         self.sample_rate, self.target_length, self.mel_bins = sample_rate, target_length, mel_bins
         self.mean, self.std = mean, std
         self.budget, self.offset = budget, offset  # offset: first file's index in the budget
@@ -295,8 +297,19 @@ class AudioDataset(Dataset):
         return len(self.paths)
 
     def load(self, index: int, seed: int | None = None) -> torch.Tensor:
-        waveform = read_audio(self.paths[index], self.sample_rate)
-        feats = log_mel(waveform, self.sample_rate, self.target_length, self.mel_bins, train=self.train, seed=seed)
+        path = self.paths[index]
+        if self.cache is None:
+            waveform = read_audio(path, self.sample_rate)
+            feats = log_mel(waveform, self.sample_rate, self.target_length, self.mel_bins, train=self.train, seed=seed)
+        else:  # the whole recording's fbank is decoded once, then cropped like log_mel crops
+            params = {"sample_rate": self.sample_rate, "mel_bins": self.mel_bins}
+            full = self.cache.get(path, params, lambda: {"fbank": fbank_features(
+                read_audio(path, self.sample_rate), self.sample_rate, self.mel_bins).numpy()})["fbank"]
+            feats = torch.from_numpy(full)
+            if len(feats) > self.target_length:
+                start = crop_start(len(feats), self.target_length, self.train, seed)
+                feats = feats[start : start + self.target_length]
+            feats = torch.nn.functional.pad(feats, (0, 0, 0, self.target_length - len(feats)))
         return normalize(feats, self.mean, self.std).unsqueeze(0)  # [1, T, F]
 
     def __getitem__(self, key) -> torch.Tensor:
@@ -332,6 +345,7 @@ class AudioData:
         scan: bool = True,
         skip_bad: int = 0,
         seed: int = 0,
+        cache_dir: str | None = None,
     ):
         if root is None:
             raise ConfigError("root", "no audio folder given: pass data.root=PATH (a folder of .wav/.flac/.ogg files)")
@@ -342,7 +356,7 @@ class AudioData:
             raise ConfigError("skip_bad", f"must be >= 0, got {skip_bad}")
         self.root, self.sample_rate, self.target_length, self.mel_bins = root, sample_rate, target_length, mel_bins
         self.mean, self.std, self.val_fraction = float(mean), float(std), val_fraction
-        self.scan, self.skip_bad, self.seed = scan, skip_bad, seed
+        self.scan, self.skip_bad, self.seed, self.cache_dir = scan, skip_bad, seed, cache_dir
         self._splits: dict[str, tuple] | None = None
         self._budget: SkipBudget | None = None
         self._offsets: dict[str, int] = {}
@@ -386,6 +400,7 @@ class AudioData:
         return AudioDataset(
             paths, labels, train=train, sample_rate=self.sample_rate, target_length=self.target_length,
             mel_bins=self.mel_bins, mean=self.mean, std=self.std, budget=self._budget, offset=self._offsets[split],
+            cache_dir=self.cache_dir,
         )
 
 

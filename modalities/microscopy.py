@@ -216,6 +216,7 @@ class MicroscopyData:
         unknown_channel: str = "shared",
         val_fraction: float = 0.02,
         seed: int = 0,
+        cache_dir: str | None = None,
     ):
         if (root is None) == (manifest is None):
             raise ConfigError("root", f"set exactly one of root (a folder of TIFF/zarr images) and manifest (a CSV), got root={root!r}, manifest={manifest!r}")
@@ -229,10 +230,25 @@ class MicroscopyData:
         self.channel_axis, self.channel_names, self.label_column = channel_axis, channel_names, label_column
         self.stats = dict(stats) if normalization == "dataset" else None
         self.unknown, self.val_fraction, self.seed = unknown_channel, val_fraction, seed
+        self.cache_dir = cache_dir
         self._splits: dict | None = None
         self._sets: dict = {}
 
     def _read(self, item):
+        if self.cache_dir is None or self.manifest is not None:
+            return self._decode(item)
+        from omnimae.files import DecodedCache
+        from omnimae.modalities.microscopy_io import ChannelImage
+
+        params = {"channel_axis": self.channel_axis, "channel_names": self.channel_names}
+        arrays = DecodedCache(self.cache_dir).get(item, params, lambda: self._as_arrays(self._decode(item)))
+        return ChannelImage(arrays["pixels"], [str(c) for c in arrays["channels"]], str(item), [str(item)])
+
+    @staticmethod
+    def _as_arrays(image) -> dict:
+        return {"pixels": image.pixels, "channels": np.asarray(image.channels, dtype=str)}
+
+    def _decode(self, item):
         from omnimae.modalities import microscopy_io as mio
 
         if self.manifest is not None:

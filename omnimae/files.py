@@ -66,3 +66,34 @@ def folder_splits(
         "train": ([paths[i] for i in train], [labels[i] for i in train]),
         "val": ([paths[i] for i in val], [labels[i] for i in val]),
     }
+
+
+class DecodedCache:
+    """Decoded samples (full spectrograms, decompressed tiles) kept as uncompressed .npz files, so
+    an expensive decode happens once per file: keyed by the file's path, size and modification
+    time and by the decoding parameters; written atomically, so concurrent workers are safe."""
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder).expanduser()
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def key(self, path: str | Path, params: dict) -> Path:
+        import hashlib
+        import json
+
+        st = Path(path).stat()
+        ident = json.dumps([str(Path(path).resolve()), st.st_size, st.st_mtime_ns, params], sort_keys=True, default=str)
+        return self.folder / f"{hashlib.sha1(ident.encode()).hexdigest()}.npz"
+
+    def get(self, path: str | Path, params: dict, compute) -> dict[str, np.ndarray]:
+        """compute() -> dict of arrays, run only when this file and these parameters are not cached yet."""
+        from omnimae.io import atomic_path
+
+        f = self.key(path, params)
+        if f.is_file():
+            with np.load(f, allow_pickle=False) as z:
+                return {k: z[k] for k in z.files}
+        arrays = compute()
+        with atomic_path(f) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+        return arrays

@@ -359,3 +359,21 @@ def test_pretrain_on_a_folder_of_audio_writes_a_reconstruction(tmp_path):
     assert len(files) == 12 and "low/0.wav" in files and "high/5.flac" in files
     labels = dict(zip(files, ds["label"].values.tolist()))
     assert labels["low/0.wav"] != labels["high/0.flac"]
+
+
+def test_cached_fbanks_equal_fresh_decoding_and_are_decoded_once(tmp_path, monkeypatch):
+    from omnimae.modalities import audio as audio_mod
+    from omnimae.modalities.audio import AudioDataset
+
+    for i in range(2):
+        write(tmp_path / "data" / f"{i}.wav", signal(2.0 + i, seed=i))
+    paths = sorted((tmp_path / "data").glob("*.wav"))
+    fresh = AudioDataset(paths, [-1, -1], train=True, target_length=96)
+    cached = AudioDataset(paths, [-1, -1], train=True, target_length=96, cache_dir=str(tmp_path / "cache"))
+    for key in ((0, 5), (1, 7), (1, 8)):
+        torch.testing.assert_close(cached[key], fresh[key], atol=1e-5, rtol=1e-5)  # same crops from the same seeds
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+    calls = []
+    monkeypatch.setattr(audio_mod, "read_audio", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError("decoded again")))
+    cached[(0, 9)]  # served from the cache: no decoding
+    assert calls == []

@@ -205,3 +205,19 @@ def test_bad_images_fail_before_training_naming_the_file(tmp_path):
     with pytest.raises(DataError, match=r"odd\.ome\.tif.*golgi"):
         MicroscopyData(vocab, root=str(tmp_path), img_size=32, unknown_channel="error").splits()
     assert len(MicroscopyData(vocab, root=str(tmp_path), img_size=32).splits()["train"][0]) >= 1  # shared: allowed
+
+
+def test_decoded_tiles_are_cached_and_equal(tmp_path):
+    from omnimae.modalities.microscopy import MicroscopyData
+
+    data = tmp_path / "imgs"
+    data.mkdir()
+    for i in range(3):
+        write_ome(data / f"{i}.ome.tif", ["dna", "er"], seed=i)
+    plain = MicroscopyData(["dna", "er"], root=str(data), img_size=32, val_fraction=0)
+    cached = MicroscopyData(["dna", "er"], root=str(data), img_size=32, val_fraction=0, cache_dir=str(tmp_path / "cache"))
+    a, b = plain.dataset("train", train=True), cached.dataset("train", train=True)
+    for key in ((0, 3), (2, 4)):
+        torch.testing.assert_close(b[key]["pixels"], a[key]["pixels"])
+        assert torch.equal(b[key]["channel_ids"], a[key]["channel_ids"])
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 3
