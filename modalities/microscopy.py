@@ -22,7 +22,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from omnimae.adapter import ModalityAdapter, register_modality
 from omnimae.errors import ConfigError, DataError
-from omnimae.masking import MaskIndices, random_masking
+from omnimae.masking import MaskIndices, host_draws, random_masking
 from omnimae.patches import Patches
 from omnimae.tokenizers import ChannelPatchTokenizer
 
@@ -117,16 +117,16 @@ class MicroscopyAdapter(ModalityAdapter):
         device = patches.values.device
         if noise is not None or c < 2 or self.channel_subset_prob == 0:
             return random_masking(b, n, self.mask_ratio, noise=noise, generator=generator, device=device)
-        draw = torch.rand(c + 1, generator=generator, device=device)
+        draw = host_draws(c + 1, generator)
         if draw[0] >= self.channel_subset_prob:
             return random_masking(b, n, self.mask_ratio, generator=generator, device=device)
         # the encoder sees a random subset of the channels (shared by the batch); the rest are hidden
         keep_channels = draw[1:] < 0.5
         if not keep_channels.any():
             keep_channels[int(torch.argmin(draw[1:]))] = True
-        per_token = keep_channels.repeat_interleave(n // c)  # [N]
+        per_token = keep_channels.repeat_interleave(n // c).to(device)  # [N]
         noise = torch.rand(b, n, generator=generator, device=device) + (~per_token).float() * 2  # dropped: never kept
-        num_keep = max(1, int(int(per_token.sum()) * (1 - self.mask_ratio)))
+        num_keep = max(1, int(int(keep_channels.sum()) * (n // c) * (1 - self.mask_ratio)))  # host values: no sync
         return random_masking(b, n, self.mask_ratio, noise=noise, num_keep=num_keep)
 
     def group_features(self, latent: torch.Tensor, patches: Patches) -> dict[str, torch.Tensor]:

@@ -20,7 +20,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from omnimae.adapter import register_modality
 from omnimae.errors import ConfigError, DataError
-from omnimae.masking import MaskIndices, explicit_masking, random_masking
+from omnimae.masking import MaskIndices, explicit_masking, host_draws, random_masking
 from omnimae.patches import Patches
 from .image import ImageAdapter
 
@@ -182,7 +182,7 @@ class TimeSeriesAdapter(ImageAdapter):
         b, n, _ = patches.values.shape
         device = patches.values.device
         if noise is None and self.future_mask_prob > 0:
-            draw = torch.rand(2, generator=generator, device=device)
+            draw = host_draws(2, generator)
             if draw[0] < self.future_mask_prob:
                 cols = self.img_size // self.patch_size
                 lo, hi = self.visible_columns  # the range forecasting uses (align_const 0.4: 2-6 columns)

@@ -76,3 +76,11 @@ def tube_masking(
 def gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     """x [B, N, D], ids [B, K] -> [B, K, D]."""
     return torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def host_draws(n: int, generator: torch.Generator | None) -> torch.Tensor:
+    """n uniform draws on the host for decisions that shape a batch's mask (which masking, how many
+    columns or channels): seeded from the step's generator without reading anything back from a
+    GPU, so choosing a masking strategy costs no device synchronization."""
+    host = torch.Generator().manual_seed(generator.initial_seed()) if generator is not None else None
+    return torch.rand(n, generator=host)

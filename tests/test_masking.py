@@ -55,3 +55,12 @@ def test_explicit_masking_keeps_the_visible_tokens_in_order():
     assert ids_keep.tolist() == [[0, 2], [2, 3]]
     with pytest.raises(ValueError, match="same number"):
         explicit_masking(torch.tensor([[0, 1], [0, 0]]))
+
+
+def test_host_draws_follow_the_step_generator():
+    from omnimae.masking import host_draws
+
+    a = host_draws(3, torch.Generator().manual_seed(42))
+    b = host_draws(3, torch.Generator().manual_seed(42))
+    c = host_draws(3, torch.Generator().manual_seed(43))
+    assert torch.equal(a, b) and not torch.equal(a, c) and a.device.type == "cpu"
