@@ -70,12 +70,6 @@ class ArrayAdapter(ModalityAdapter):
             self.channel_embed = nn.Parameter(torch.randn(c, embed_dim) * 0.02)
             self.decoder_channel_embed = nn.Parameter(torch.randn(c, decoder_embed_dim) * 0.02)
 
-    def tokenize(self, x: torch.Tensor) -> Patches:
-        return self.tokenizer.patchify(x)
-
-    def untokenize(self, patches: Patches) -> torch.Tensor:
-        return self.tokenizer.unpatchify(patches)
-
     def token_embeddings(self, patches: Patches, decoder: bool):
         if self.tokenizer_kind != "channel":
             return None

@@ -568,12 +568,6 @@ class AudioAdapter(ModalityAdapter):
         self.mean, self.std = float(mean), float(std)
         self.tokenizer = PatchTokenizer2D(patch_size, in_chans=1)
 
-    def tokenize(self, x: torch.Tensor) -> Patches:
-        return self.tokenizer.patchify(x)  # coords (t, f) give the 2D sin-cos positions
-
-    def untokenize(self, patches: Patches) -> torch.Tensor:
-        return self.tokenizer.unpatchify(patches)
-
     def mask(self, patches: Patches, *, noise=None, generator=None) -> MaskIndices:
         """Random (the MAE paper's) or time-frequency masking; given noise always means random."""
         if self.masking == "random" or noise is not None:

@@ -13,7 +13,6 @@ from torchvision.transforms import v2 as T
 from omnimae.adapter import ModalityAdapter, check_channels, register_modality
 from omnimae.errors import ConfigError, DataError
 from omnimae.files import find_files, folder_splits
-from omnimae.patches import Patches
 from omnimae.tokenizers import PatchTokenizer2D
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -52,12 +51,6 @@ class ImageAdapter(ModalityAdapter):
         self.tokenizer = PatchTokenizer2D(patch_size, in_chans)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
-
-    def tokenize(self, x: torch.Tensor) -> Patches:
-        return self.tokenizer.patchify(x)
-
-    def untokenize(self, patches: Patches) -> torch.Tensor:
-        return self.tokenizer.unpatchify(patches)
 
     def to_display(self, x: torch.Tensor, mask: bool = False) -> torch.Tensor:
         if mask:

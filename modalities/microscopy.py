@@ -96,9 +96,6 @@ class MicroscopyAdapter(ModalityAdapter):
         patches.meta["channel_ids"] = self._ids(x, pixels.shape[1])
         return patches
 
-    def untokenize(self, patches: Patches) -> torch.Tensor:
-        return self.tokenizer.unpatchify(patches)
-
     def channel_table(self, decoder: bool) -> torch.Tensor:
         """[V + 1, D]: the vocabulary's channel embeddings and, last, the one for unknown names (their mean)."""
         table = self.decoder_channel_embed if decoder else self.channel_embed

@@ -90,12 +90,6 @@ class VideoAdapter(ModalityAdapter):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)  # [C]
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
 
-    def tokenize(self, x: torch.Tensor) -> Patches:
-        return self.tokenizer.patchify(x)
-
-    def untokenize(self, patches: Patches) -> torch.Tensor:
-        return self.tokenizer.unpatchify(patches)
-
     def mask(
         self,
         patches: Patches,

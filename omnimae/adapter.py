@@ -69,10 +69,12 @@ class ModalityAdapter(nn.Module):
 
     # --- tokenization -------------------------------------------------------------------
     def tokenize(self, x: torch.Tensor) -> Patches:
-        raise NotImplementedError
+        """Model-space input -> Patches, by the adapter's parameter-free tokenizer (self.tokenizer)."""
+        return self.tokenizer.patchify(x)
 
     def untokenize(self, patches: Patches) -> torch.Tensor:
-        raise NotImplementedError
+        """The exact inverse of tokenize."""
+        return self.tokenizer.unpatchify(patches)
 
     def token_embeddings(self, patches: Patches, decoder: bool) -> torch.Tensor | None:
         """Learned per-token embeddings added to the positions ([N, D] or [B, N, D]), e.g. channel
