@@ -266,6 +266,18 @@ def _read_tiff_raw(path: Path) -> tuple[np.ndarray, str | None, dict[str, int] |
     return arr, axes, sizes, names
 
 
+def _channel_image(pixels: np.ndarray, names, channel_names, path) -> ChannelImage:
+    """A [C, H, W] array read from one file, as float32 with its channel names."""
+    if pixels.shape[1] == 0 or pixels.shape[2] == 0:
+        raise DataError(f"{path}: empty image of shape {pixels.shape}")
+    return ChannelImage(
+        pixels=np.ascontiguousarray(_to_float32(pixels, path)),
+        channels=_names(names, channel_names, pixels.shape[0], path),
+        source=str(path),
+        files=[str(path)],
+    )
+
+
 def read_tiff(
     path: str | Path, channel_axis: int | None = None, channel_names: Sequence[str] | None = None
 ) -> ChannelImage:
@@ -292,14 +304,7 @@ def read_tiff(
         if bad:
             text = ", ".join(f"Size{k}={d} but {g} decoded" for k, (d, g) in bad.items())
             raise DataError(f"{path}: the image disagrees with its OME metadata: {text}")
-    if pixels.shape[1] == 0 or pixels.shape[2] == 0:
-        raise DataError(f"{path}: empty image of shape {pixels.shape}")
-    return ChannelImage(
-        pixels=np.ascontiguousarray(_to_float32(pixels, path)),
-        channels=_names(names, channel_names, pixels.shape[0], path),
-        source=str(path),
-        files=[str(path)],
-    )
+    return _channel_image(pixels, names, channel_names, path)
 
 
 # --- zarr / OME-Zarr -------------------------------------------------------------------------
@@ -358,16 +363,9 @@ def read_zarr(path: str | Path, channel_axis: int = 0, channel_names: Sequence[s
         pixels = _arrange(arr, axes, path, where)
     else:
         pixels = _no_axes(arr, channel_axis, path)
-    if pixels.shape[1] == 0 or pixels.shape[2] == 0:
-        raise DataError(f"{path}: empty image of shape {pixels.shape}")
     if names is not None and len(names) != pixels.shape[0]:
         raise DataError(f"{path}: omero.channels lists {len(names)} channels but the image has {pixels.shape[0]}")
-    return ChannelImage(
-        pixels=np.ascontiguousarray(_to_float32(pixels, path)),
-        channels=_names(names, channel_names, pixels.shape[0], path),
-        source=str(path),
-        files=[str(path)],
-    )
+    return _channel_image(pixels, names, channel_names, path)
 
 
 # --- manifests: one file per channel ---------------------------------------------------------

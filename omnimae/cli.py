@@ -78,9 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0
     verb, overrides = argv[0], _as_overrides(argv[1:])
-    verbs = {"pretrain": _pretrain, "probe": _probe, "export": _export, "modalities": _modalities,
-             "forecast": _forecast, "forecast-eval": _forecast_eval, "embed": _embed,
-             "stats": _stats}
+    verbs = {v: (lambda o, v=v: _run_verb(v, o)) for v in CONFIG_VERBS} | {"modalities": _modalities, "stats": _stats}
     if verb not in verbs:
         print(f"omnimae: unknown verb {verb!r}\n\n{USAGE}", file=sys.stderr)
         return 2
@@ -98,67 +96,40 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
-def _print_cfg(overrides: list[str], name: str) -> bool:
-    if "--cfg" in overrides:
-        overrides.remove("--cfg")
-        print(OmegaConf.to_yaml(compose(name, overrides)))
-        return True
-    return False
-
-
-def _pretrain(overrides: list[str]) -> int:
-    if _print_cfg(overrides, "pretrain"):
-        return 0
-    from omnimae.pretrain import pretrain
-
-    result = pretrain(compose("pretrain", overrides))
+def _print_pretrain(result: dict) -> None:
     if result.get("rank", 0) == 0:
         print("\n".join(["", "omnimae pretrain finished:"] + [f"  {k:<16} {v}" for k, v in result.items() if k != "rank"]))
         print(f"\nnext: omnimae probe checkpoint={result['checkpoint']}")
-    return 0
 
 
-def _probe(overrides: list[str]) -> int:
-    if _print_cfg(overrides, "probe"):
-        return 0
-    from omnimae.probe import run_probe
-
-    run_probe(compose("probe", overrides))
-    return 0
-
-
-def _export(overrides: list[str]) -> int:
-    from omnimae.export import run_export
-
-    run_export(compose("export", overrides))
-    return 0
-
-
-def _embed(overrides: list[str]) -> int:
-    if _print_cfg(overrides, "embed"):
-        return 0
-    from omnimae.embed import run_embed
-
-    run_embed(compose("embed", overrides))
-    return 0
-
-
-def _forecast(overrides: list[str]) -> int:
-    if _print_cfg(overrides, "forecast"):
-        return 0
-    from omnimae.forecast_cli import run_forecast
-
-    result = run_forecast(compose("forecast", overrides))
+def _print_forecast(result: dict) -> None:
     print("\n".join(["omnimae forecast:"] + [f"  {k:<12} {v}" for k, v in result.items()]))
-    return 0
 
 
-def _forecast_eval(overrides: list[str]) -> int:
-    if _print_cfg(overrides, "forecast_eval"):
+# verb -> (config name, "module:function" run on the composed config, what prints its result)
+CONFIG_VERBS = {
+    "pretrain": ("pretrain", "omnimae.pretrain:pretrain", _print_pretrain),
+    "probe": ("probe", "omnimae.probe:run_probe", None),
+    "export": ("export", "omnimae.export:run_export", None),
+    "embed": ("embed", "omnimae.embed:run_embed", None),
+    "forecast": ("forecast", "omnimae.forecast_cli:run_forecast", _print_forecast),
+    "forecast-eval": ("forecast_eval", "omnimae.forecast_cli:run_forecast_eval", None),
+}
+
+
+def _run_verb(verb: str, overrides: list[str]) -> int:
+    """Compose the verb's config (or print it with --cfg), import its runner lazily, run it."""
+    import importlib
+
+    name, target, show = CONFIG_VERBS[verb]
+    if "--cfg" in overrides:
+        overrides.remove("--cfg")
+        print(OmegaConf.to_yaml(compose(name, overrides)))
         return 0
-    from omnimae.forecast_cli import run_forecast_eval
-
-    run_forecast_eval(compose("forecast_eval", overrides))
+    module, func = target.split(":")
+    result = getattr(importlib.import_module(module), func)(compose(name, overrides))
+    if show is not None:
+        show(result)
     return 0
 
 
