@@ -84,6 +84,11 @@ class GroupedBatchSampler(Sampler):
         self.rank, self.world_size, self.epoch = rank, world_size, 0
         self.skip = 0  # batches of this epoch already trained on (a mid-epoch resume), skipped once
 
+    @property
+    def sampler(self) -> "GroupedBatchSampler":
+        """Lightning sets the epoch through `loader.batch_sampler.sampler.set_epoch`: here, on this one."""
+        return self
+
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
@@ -141,12 +146,25 @@ class ResumableLoader(DataLoader):
 class MixedLoader:
     """Joint pretraining: each step draws one modality by its sampling weight (from a generator
     seeded by seed and epoch) and takes that modality's next batch; a modality's loader that runs
-    out starts over. An epoch is as many steps as all modalities' batches together."""
+    out starts over with a fresh order. An epoch is as many steps as all modalities' batches together.
 
-    def __init__(self, loaders: Mapping[str, DataLoader], weights: Mapping[str, float], seed: int):
+    Stateful like `ResumableLoader`: its position is the number of steps the trainer processed this
+    epoch. On resume the draws of the skipped steps are replayed by counting (which round of each
+    modality's loader, how far into it), so nothing is loaded twice and the rest of the epoch comes
+    in the same order as in an uninterrupted run.
+    """
+
+    def __init__(self, loaders: Mapping[str, DataLoader], weights: Mapping[str, float], seed: int, progress=None):
         self.loaders, self.seed, self.epoch = dict(loaders), seed, 0
         self.names = sorted(self.loaders)
         self.weights = torch.tensor([float(weights[m]) for m in self.names])
+        self._progress = progress  # () -> steps processed in the current epoch
+        self.skip = 0  # steps of this epoch already trained on (a mid-epoch resume), skipped once
+
+    @property
+    def sampler(self) -> "MixedLoader":
+        """Lightning sets the epoch through `loader.sampler.set_epoch`: here, on the mix itself."""
+        return self
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -154,25 +172,46 @@ class MixedLoader:
     def __len__(self) -> int:
         return sum(len(loader) for loader in self.loaders.values())
 
-    def _restart(self, m: str, rounds: dict[str, int]):
+    def state_dict(self) -> dict:
+        return {"batches": int(self._progress()) if self._progress else 0}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.skip = int(state.get("batches", 0))
+
+    def _picks(self) -> list[str]:
+        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, 7))
+        picks = torch.multinomial(self.weights, len(self), replacement=True, generator=g).tolist()
+        return [self.names[k] for k in picks]
+
+    def _start(self, m: str, round_: int, skip: int = 0) -> Iterator:
+        """An iterator over round `round_` of modality m's loader (a fresh, reproducible order each
+        round), `skip` batches in."""
         loader = self.loaders[m]
         for sampler in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
             if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(self.epoch * 1000 + rounds[m])  # a fresh, reproducible order each round
-        rounds[m] += 1
-        return iter(loader)
+                sampler.set_epoch(self.epoch * 1000 + round_)
+        if skip and hasattr(loader, "load_state_dict"):
+            loader.load_state_dict({"batches": skip})
+            return iter(loader)
+        it = iter(loader)
+        for _ in range(skip):  # a plain iterable: skip by drawing
+            next(it)
+        return it
 
     def __iter__(self):
-        g = torch.Generator().manual_seed(mix_seed(self.seed, self.epoch, 7))
-        picks = torch.multinomial(self.weights, len(self), replacement=True, generator=g).tolist()
-        rounds = dict.fromkeys(self.names, 0)
-        iters = {m: self._restart(m, rounds) for m in self.names}
-        for k in picks:
-            m = self.names[k]
+        picks = self._picks()
+        skip, self.skip = min(self.skip, len(picks)), 0
+        taken = {m: picks[:skip].count(m) for m in self.names}
+        rounds, iters = {}, {}
+        for m in self.names:
+            rounds[m], pos = divmod(taken[m], len(self.loaders[m]))
+            iters[m] = self._start(m, rounds[m], pos)
+        for m in picks[skip:]:
             try:
                 yield next(iters[m])
             except StopIteration:
-                iters[m] = self._restart(m, rounds)
+                rounds[m] += 1
+                iters[m] = self._start(m, rounds[m])
                 yield next(iters[m])
 
 
@@ -238,7 +277,8 @@ class MAEDataModule(L.LightningDataModule):
         loaders = {m: self._loader(m, ds, shuffle=True, drop_last=True) for m, ds in self.train_sets.items()}
         if len(loaders) == 1:
             return next(iter(loaders.values()))
-        return MixedLoader(loaders, {m: self.runs[m].sampling_weight for m in loaders}, self.seed)
+        weights = {m: self.runs[m].sampling_weight for m in loaders}
+        return MixedLoader(loaders, weights, self.seed, progress=self._batches_done)
 
     def val_dataloader(self):
         loaders = {m: self._loader(m, ds, shuffle=False, drop_last=False) for m, ds in self.val_sets.items() if len(ds)}

@@ -2,13 +2,14 @@
 import csv
 
 import numpy as np
+import pytest
 import torch
 
-from omnimae.checkpoint import load_model
+from omnimae.checkpoint import load_model, read_checkpoint
 from omnimae.cli import compose
 from omnimae.forecast import Forecaster
 from omnimae.pretrain import pretrain
-from omnimae.train import MixedLoader
+from omnimae.train import MixedLoader, ResumableLoader, SeededSampler
 
 JOINT = [
     "experiment=none", "modality=[image,timeseries]", "model=vit_tiny", "trainer=debug", "data.builtin=digits",
@@ -36,6 +37,35 @@ def test_mixed_loader_draws_by_weight_reproducibly_and_cycles():
     assert abs(share_b - 0.8) < 0.05  # steps follow the sampling weights; short loaders start over
 
 
+def test_mixed_loader_resumes_mid_epoch_where_it_stopped():
+    """Skipping k steps (a resume) yields exactly the rest of the uninterrupted epoch: across loader
+    restarts, for plain iterables and for resumable loaders that skip without loading."""
+    data = {"a": [{"a": i} for i in range(3)], "b": [{"b": i} for i in range(5)]}
+
+    def loaders(resumable):
+        if not resumable:
+            return {k: list(v) for k, v in data.items()}
+        class Keyed(list):  # a dataset indexed by (index, sample seed) keys, as omnimae's are
+            def __getitem__(self, key):
+                return list.__getitem__(self, key[0])
+
+        return {k: ResumableLoader(Keyed(v), batch_size=1, sampler=SeededSampler(len(v), seed=3), collate_fn=lambda x: x[0])
+                for k, v in data.items()}
+
+    for resumable in (False, True):
+        mix = MixedLoader(loaders(resumable), {"a": 3.0, "b": 1.0}, seed=2)
+        mix.set_epoch(1)
+        full = list(mix)
+        assert sum("a" in x for x in full) > 3  # "a" runs out and starts over within the epoch
+        for k in (1, 4, 7):
+            again = MixedLoader(loaders(resumable), {"a": 3.0, "b": 1.0}, seed=2)
+            again.set_epoch(1)
+            again.load_state_dict({"batches": k})
+            assert list(again) == full[k:], (resumable, k)
+        mix.set_epoch(2)
+        assert list(mix) != full  # Lightning sets the epoch through loader.sampler: a new order
+
+
 def test_one_run_trains_image_and_timeseries_together(tmp_path):
     cfg = compose("pretrain", JOINT + ["trainer.max_steps=12", "trainer.log_every_n_steps=1", f"run_dir={tmp_path}"])
     result = pretrain(cfg)
@@ -53,19 +83,24 @@ def test_one_run_trains_image_and_timeseries_together(tmp_path):
     assert model.embed(torch.randn(2, 1, 16, 16), "image").shape == (2, 64)
 
 
-def test_a_joint_run_resumes_with_the_same_losses(tmp_path):
+@pytest.mark.parametrize("stop_at", [4, 6])  # epochs are 4 steps: at an epoch end and in the middle of one
+def test_a_joint_run_resumes_with_the_same_losses(tmp_path, stop_at):
     common = JOINT + ["trainer.max_steps=8", "trainer.limit_train_batches=4", "trainer.log_every_n_steps=1",
                       "trainer.check_val_every_n_epoch=100", "callbacks.reconstruction_every_n_steps=0",
-                      "callbacks.checkpoint_every_n_steps=4"]
+                      f"callbacks.checkpoint_every_n_steps={stop_at}"]
     pretrain(compose("pretrain", common + [f"run_dir={tmp_path / 'full'}"]))
     pretrain(compose("pretrain", common + [f"run_dir={tmp_path / 'resumed'}",
-                                           f"resume={tmp_path / 'full' / 'checkpoints' / 'step-0000004.ckpt'}"]))
+                                           f"resume={tmp_path / 'full' / 'checkpoints' / f'step-{stop_at:07d}.ckpt'}"]))
 
     def losses(run):
         rows = list(csv.DictReader(open(next(run.glob("logs/version_*/metrics.csv")))))
         return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
 
     a, b = losses(tmp_path / "full"), losses(tmp_path / "resumed")
-    assert sorted(b) == [4, 5, 6, 7]
+    assert sorted(b) == list(range(stop_at, 8))
     for step, value in b.items():
         assert abs(value - a[step]) < 1e-6, step
+    wa = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.ckpt")["state_dict"]
+    wb = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["state_dict"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0, msg=k)

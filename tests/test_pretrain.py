@@ -164,3 +164,18 @@ def test_grouped_batches_hold_one_group_cover_the_epoch_and_split_across_ranks()
     assert len(ranks[0]) == len(ranks[1])
     seen = [tuple(i for i, _ in b) for r in ranks for b in r]
     assert len(set(seen)) == len(full) == 3 + 2 + 1  # disjoint, all of the full batches
+
+
+def test_lightning_reaches_the_epoch_of_every_training_loader():
+    """Lightning sets a new epoch through `loader.sampler` / `loader.batch_sampler.sampler`; a
+    sampler it cannot reach would replay the first epoch's order forever."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    from omnimae.train import GroupedBatchSampler, MixedLoader, ResumableLoader, SeededSampler
+
+    plain = ResumableLoader(list(range(8)), batch_size=2, sampler=SeededSampler(8, seed=0))
+    grouped = ResumableLoader(list(range(8)), batch_sampler=GroupedBatchSampler(["a"] * 8, 2, seed=0))
+    mixed = MixedLoader({"a": [1], "b": [2]}, {"a": 1.0, "b": 1.0}, seed=0)
+    for loader, sampler in ((plain, plain.sampler), (grouped, grouped.batch_sampler), (mixed, mixed)):
+        _set_sampler_epoch(loader, 5)
+        assert sampler.epoch == 5, type(sampler).__name__
