@@ -1,6 +1,7 @@
 """Config -> objects, with every check done before training starts."""
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from hydra.utils import instantiate
@@ -8,9 +9,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from omnimae.config import ModalityRun, OptimConfig, check_node, check_targets
 from omnimae.errors import ConfigError
+from omnimae.hardware import resolve_precision
 from omnimae.model import MaskedAutoencoder
 
 ADAPTER_DIMS = ("embed_dim", "decoder_embed_dim")
+log = logging.getLogger("omnimae")
 
 
 def _prefixed(path: str, fn, *args, **kwargs):
@@ -29,10 +32,16 @@ def _prefixed(path: str, fn, *args, **kwargs):
 
 
 def validate(cfg: DictConfig) -> None:
-    """Check the whole composed config: keys, types and ranges, naming the offending key."""
+    """Check the whole composed config: keys, types and ranges, naming the offending key.
+    `trainer.precision=auto` is resolved here, in place, to what this machine runs fast."""
     for key in ("model", "modalities", "trainer", "optim"):
         if key not in cfg or cfg[key] is None:
             raise ConfigError(key, "missing from the config")
+    if "precision" in cfg.trainer:
+        asked = cfg.trainer.precision
+        cfg.trainer.precision = resolve_precision(asked, cfg.trainer.get("accelerator"))
+        if asked != cfg.trainer.precision:
+            log.info("trainer.precision=%s: %s on this machine", asked, cfg.trainer.precision)
     if not cfg.modalities:
         raise ConfigError("modalities", "no modality selected (e.g. modality=image)")
     provided = {f"modalities.{m}.adapter": ADAPTER_DIMS for m in cfg.modalities}
