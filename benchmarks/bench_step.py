@@ -21,6 +21,19 @@ from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from omnimae.build import build_model
 from omnimae.cli import compose
+from omnimae.hardware import cpu_bf16_speedup
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
 
 
 def make_models(model: str, img: int, patch: int, ratio: float):
@@ -38,8 +51,15 @@ def make_models(model: str, img: int, patch: int, ratio: float):
     return ours, hf
 
 
+FUSED = True  # set from --optimizer: omnimae's trainer and HF's Trainer (torch >= 2.8) both default to fused AdamW
+
+
+def adamw(model):
+    return torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), fused=FUSED, foreach=None if FUSED else True)
+
+
 def stepper(model, kind: str, x: torch.Tensor, n: int, bf16: bool):
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
+    opt = adamw(model)
     gen = torch.Generator().manual_seed(0)
 
     def step() -> None:
@@ -59,7 +79,7 @@ def stepper_full_encoder(model, x: torch.Tensor):
     """A step whose encoder runs on every token (masked ones included, as in SimMIM-style designs)."""
     from omnimae.masking import random_masking
 
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95))
+    opt = adamw(model)
     adapter = model.adapters["image"]
     gen = torch.Generator().manual_seed(0)
 
@@ -123,17 +143,32 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=9)
     p.add_argument("--steps", type=int, default=1, help="steps per timed block")
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: leave as is)")
+    p.add_argument("--optimizer", choices=["fused", "foreach"], default="fused",
+                   help="AdamW kernel for both sides (fused: the default of omnimae's and HF's trainers)")
+    p.add_argument("--skip-bf16", action="store_true", help="fp32 only (forced where the CPU has no bf16 arithmetic)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
+    global FUSED
+    FUSED = args.optimizer == "fused"
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     n = (args.img_size // args.patch) ** 2
     x = torch.randn(args.batch, 3, args.img_size, args.img_size)
     ours, hf = make_models(args.model, args.img_size, args.patch, args.mask_ratio)
+    bf16_ok = cpu_bf16_speedup() > 1.2
     results: dict = {"model": args.model, "batch": args.batch, "img_size": args.img_size, "patch": args.patch,
-                     "mask_ratio": args.mask_ratio, "threads": torch.get_num_threads(), "rounds": args.rounds}
-    for name, bf16, dtype in (("fp32", False, torch.float32), ("bf16", True, torch.bfloat16)):
+                     "mask_ratio": args.mask_ratio, "threads": torch.get_num_threads(), "rounds": args.rounds,
+                     "optimizer": args.optimizer, "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                     "cpu_bf16_arithmetic": bf16_ok, "torch": torch.__version__}
+    print(f"CPU: {results['cpu']} ({results['cpu_capability']}, bf16 arithmetic: {bf16_ok}), "
+          f"{results['threads']} threads, torch {torch.__version__}, AdamW {args.optimizer}", flush=True)
+    precisions = [("fp32", False, torch.float32)]
+    if bf16_ok and not args.skip_bf16:
+        precisions.append(("bf16", True, torch.bfloat16))
+    elif not args.skip_bf16:
+        print("[bf16] skipped: this CPU has no bf16 arithmetic (torch emulates it, ~100x slower than fp32)", flush=True)
+    for name, bf16, dtype in precisions:
         a, b = stepper(ours, "omnimae", x, n, bf16), stepper(hf, "hf", x, n, bf16)
         r = interleaved(a, b, args.rounds, args.steps)
         flops = step_flops(a)

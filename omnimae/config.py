@@ -27,6 +27,7 @@ class OptimConfig:
     betas: tuple[float, float] = (0.9, 0.95)
     warmup_steps: int | None = None  # None: warmup_fraction of the run
     warmup_fraction: float = 0.05
+    fused: bool | None = None  # None: torch's fused AdamW kernel where the device has one (CPU, CUDA, ...)
 
     def __post_init__(self) -> None:
         if self.base_lr <= 0:

@@ -92,7 +92,7 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
     )
     callbacks = [
         checkpoint,
-        NonFiniteGuard(cb.max_nonfinite_steps),
+        NonFiniteGuard(cb.max_nonfinite_steps, cb.get("nonfinite_check_every_n_steps", 50)),
         ReconstructionCallback(run_dir / "reconstructions", cb.reconstruction_every_n_steps, cb.reconstruction_samples),
         LearningRateMonitor(logging_interval="step"),
     ]

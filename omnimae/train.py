@@ -340,7 +340,15 @@ class MAEPretrainer(L.LightningModule):
         groups = param_groups_weight_decay(
             self.model, weight_decay=self.optim.weight_decay, no_weight_decay_list=self.model.no_weight_decay()
         )
-        optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(self.optim.betas))
+        fused = self.optim.fused
+        if fused is None:
+            from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+            scaled = getattr(trainer.precision_plugin, "scaler", None) is not None  # fp16: clip after unscaling
+            fused = self.device.type in _get_fused_kernels_supported_devices() and not (scaled and trainer.gradient_clip_val)
+        # fused: one kernel per parameter group instead of a dozen passes over memory (ViT-B on CPU:
+        # 0.09 s against 0.3-0.5 s per step), and it skips a step on a device-side flag (NonFiniteGuard)
+        optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(self.optim.betas), fused=bool(fused))
         total = max(1, int(trainer.estimated_stepping_batches))
         warmup = self.optim.warmup_steps
         warmup = int(self.optim.warmup_fraction * total) if warmup is None else min(warmup, total - 1)
@@ -352,6 +360,20 @@ class MAEPretrainer(L.LightningModule):
             scheduler = cosine
         log.info("lr %.3g (base_lr %.3g x effective batch %d / 256), %d warm-up of %d steps", lr, self.optim.base_lr, effective_batch, warmup, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
+        """Unscaled gradients (fp32, bf16) on one device or under DDP are clipped here directly:
+        Lightning's mixed-precision plugin refuses any clipping with a fused optimizer, a check
+        meant for fp16 loss scaling. Everything else goes the Lightning way."""
+        from lightning.pytorch.strategies import DDPStrategy, SingleDeviceStrategy
+
+        plain = getattr(self.trainer.precision_plugin, "scaler", None) is None
+        if not gradient_clip_val or not plain or not isinstance(self.trainer.strategy, (SingleDeviceStrategy, DDPStrategy)):
+            return super().configure_gradient_clipping(optimizer, gradient_clip_val, gradient_clip_algorithm)
+        if gradient_clip_algorithm == "value":  # Lightning passes a str enum
+            torch.nn.utils.clip_grad_value_(self.parameters(), gradient_clip_val)
+        else:
+            torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["omnimae"] = {
@@ -366,40 +388,82 @@ class MAEPretrainer(L.LightningModule):
 class NonFiniteGuard(Callback):
     """Skips an optimizer step whose gradients hold NaN/inf; stops after max_consecutive in a row.
 
-    Runs after gradients are all-reduced, so every DDP rank takes the same decision.
+    Runs after gradients are all-reduced, so every DDP rank takes the same decision. With a fused
+    optimizer (the default AdamW) the decision never leaves the device: the flag goes to the fused
+    kernel as `found_inf`, as torch's GradScaler does, and the kernel leaves the weights, moments
+    and step count of a flagged step untouched. The host reads the counters every
+    `check_every_n_steps` steps and at the end of training, so a healthy step has no host-device
+    synchronization; a run gone bad wastes at most that many (skipped) steps before it stops.
+    Other optimizers get the flag read at once and the gradients dropped. Under a GradScaler
+    (fp16), which skips such steps itself, the guard stands aside.
     """
 
-    def __init__(self, max_consecutive: int = 3):
-        self.max_consecutive = max_consecutive
-        self.consecutive = 0
-        self.skipped = 0
+    def __init__(self, max_consecutive: int = 3, check_every_n_steps: int = 50):
+        self.max_consecutive, self.check_every_n_steps = max_consecutive, max(1, int(check_every_n_steps))
+        self.consecutive = 0  # non-finite steps in a row, as of the last check
+        self.skipped = 0  # all skipped steps, as of the last check
+        self._run = self._worst = self._bad = self._last = None  # device-side counters since the last check
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
+        if getattr(trainer.precision_plugin, "scaler", None) is not None:
+            return
         grads = [p.grad for p in pl_module.parameters() if p.grad is not None]
         if not grads:
             return
-        norms = torch._foreach_norm(grads)
-        finite = bool(torch.isfinite(torch.stack(norms).sum()))
-        if finite:
-            self.consecutive = 0
+        bad = ~torch.isfinite(torch.stack(torch._foreach_norm(grads)).sum())
+        if optimizer.defaults.get("fused"):
+            optimizer.found_inf = bad.float()  # read by the fused kernel: a flagged step changes nothing
+            self._count(bad, trainer.global_step)
+            if (trainer.global_step + 1) % self.check_every_n_steps == 0:
+                self.check(trainer.global_step)
             return
-        for p in pl_module.parameters():
-            p.grad = None  # AdamW leaves parameters without gradients untouched
-        self.consecutive += 1
-        self.skipped += 1
-        log.warning("step %d: non-finite loss or gradient, step skipped (%d in a row)", trainer.global_step, self.consecutive)
-        if self.consecutive >= self.max_consecutive:
+        self._count(bad, trainer.global_step)
+        if bool(bad):
+            for p in pl_module.parameters():
+                p.grad = None  # AdamW leaves parameters without gradients untouched
+        self.check(trainer.global_step)
+
+    def _count(self, bad: torch.Tensor, step: int) -> None:
+        if self._run is None or self._run.device != bad.device:
+            self._sync()
+            zero = torch.zeros((), dtype=torch.long, device=bad.device)
+            self._run, self._worst, self._bad, self._last = zero + self.consecutive, zero.clone(), zero.clone(), zero - 1
+        self._run = torch.where(bad, self._run + 1, 0)
+        self._worst = torch.maximum(self._worst, self._run)
+        self._bad = self._bad + bad
+        self._last = torch.where(bad, step, self._last)
+
+    def _sync(self) -> tuple[int, int, int]:
+        """Fold the device counters into the host's (one synchronization); returns (worst run, skipped, last bad step)."""
+        if self._run is None:
+            return self.consecutive, 0, -1
+        run, worst, bad, last = torch.stack([self._run, self._worst, self._bad, self._last]).tolist()
+        self.consecutive, self.skipped = run, self.skipped + bad
+        self._run = self._worst = self._bad = self._last = None
+        return worst, bad, last
+
+    def check(self, step: int) -> None:
+        worst, bad, last = self._sync()
+        if bad:
+            log.warning("non-finite loss or gradient in %d step(s) up to step %d (last at step %d): skipped; "
+                        "%d skipped in all", bad, step, last, self.skipped)
+        if worst >= self.max_consecutive:
             raise NonFiniteError(
-                f"{self.consecutive} steps in a row had a non-finite loss or gradient (last at step "
-                f"{trainer.global_step}); stopped before the weights turned NaN. Lower optim.base_lr, "
+                f"{worst} steps in a row had a non-finite loss or gradient (last at step {last}); "
+                "stopped before the weights turned NaN. Lower optim.base_lr, "
                 "check the data for NaN/inf, or use trainer.precision=32-true."
             )
 
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.check(trainer.global_step)
+
     def state_dict(self) -> dict:
+        self._sync()
         return {"consecutive": self.consecutive, "skipped": self.skipped}
 
     def load_state_dict(self, state: dict) -> None:
         self.consecutive, self.skipped = state["consecutive"], state["skipped"]
+        self._run = self._worst = self._bad = self._last = None
 
 
 class ReconstructionCallback(Callback):

@@ -101,11 +101,17 @@ def test_non_finite_steps_are_skipped(tmp_path):
     assert all(torch.isfinite(v).all() for v in sd.values())
 
 
-def test_training_stops_after_consecutive_non_finite_steps(tmp_path):
+@pytest.mark.parametrize("every,stop", [(1, 3), (5, 4)])
+def test_training_stops_after_consecutive_non_finite_steps(tmp_path, every, stop):
+    """The host reads the device-side counters every N steps: it stops at the first read after the
+    third bad step in a row (every step skipped, unchanged weights, until then)."""
     cfg = compose("pretrain", FAST + ["trainer.max_steps=10", f"run_dir={tmp_path}", "callbacks.max_nonfinite_steps=3",
+                                      f"callbacks.nonfinite_check_every_n_steps={every}",
                                       "callbacks.reconstruction_every_n_steps=0"])
-    with pytest.raises(NonFiniteError, match="3 steps in a row had a non-finite loss"):
-        pretrain(cfg, extra_callbacks=[Poison(range(1, 10))])
+    poison = Poison(range(1, 10))
+    with pytest.raises(NonFiniteError, match=f"{stop} steps in a row had a non-finite loss or gradient .last at step {stop}."):
+        pretrain(cfg, extra_callbacks=[poison])
+    assert max(poison.weights) == stop
 
 
 def test_unreadable_resume_checkpoint_fails_before_training(tmp_path, capsys):
@@ -128,6 +134,7 @@ def test_optimizer_groups_lr_scaling_and_schedule_follow_the_mae_recipe(tmp_path
     decayed = [state[i]["exp_avg"].shape for g in groups if g["weight_decay"] > 0 for i in g["params"]]
     linear_weights = [m.weight.shape for m in model.modules() if isinstance(m, torch.nn.Linear)]
     assert groups[0]["betas"] == (0.9, 0.95) and {g["weight_decay"] for g in groups} == {0.0, 0.05}
+    assert all(g["fused"] for g in groups)  # the fused kernel where the device has one (here, the CPU)
     # exactly the Linear weights decay: no norm, bias, CLS/mask token or modality embedding
     assert sorted(decayed) == sorted(linear_weights)
     # lr = base_lr x batch / 256, linear warm-up over 3 steps, then cosine to min_lr over the other 7
@@ -201,3 +208,30 @@ def test_lightning_reaches_the_epoch_of_every_training_loader():
     for loader, sampler in ((plain, plain.sampler), (grouped, grouped.batch_sampler), (mixed, mixed)):
         _set_sampler_epoch(loader, 5)
         assert sampler.epoch == 5, type(sampler).__name__
+
+
+@pytest.mark.parametrize("algorithm,value", [("norm", 0.05), ("value", 1e-3)])
+def test_clipping_with_the_fused_optimizer_under_bf16_matches_lightnings_fp32_clipping(tiny_model, algorithm, value):
+    """Lightning's mixed-precision plugin refuses to clip for a fused optimizer; omnimae clips the
+    (unscaled) bf16 gradients itself, exactly as Lightning's own fp32 path does."""
+    import lightning as L
+    from lightning.pytorch.plugins.precision import Precision
+    from lightning.pytorch.utilities import GradClipAlgorithmType
+
+    from omnimae.config import OptimConfig
+    from omnimae.train import MAEPretrainer
+
+    module = MAEPretrainer(tiny_model, OptimConfig(), batch_size=4)
+    module.trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", gradient_clip_val=value, logger=False)
+    grads = {n: torch.randn_like(p) for n, p in module.named_parameters()}
+    opt = torch.optim.AdamW(module.parameters(), fused=True)
+    results = []
+    for clip in (lambda: module.configure_gradient_clipping(opt, value, GradClipAlgorithmType(algorithm)),
+                 lambda: Precision().clip_gradients(opt, value, GradClipAlgorithmType(algorithm))):
+        for n, p in module.named_parameters():
+            p.grad = grads[n].clone()
+        clip()
+        results.append({n: p.grad.clone() for n, p in module.named_parameters()})
+    for n in grads:
+        torch.testing.assert_close(results[0][n], results[1][n], msg=n)
+    assert not torch.equal(results[0][n], grads[n])  # it did clip
