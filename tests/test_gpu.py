@@ -42,3 +42,32 @@ def test_forecaster_on_cuda_equals_cpu():
     cpu = Forecaster(model, device="cpu").predict(x, 24, 10)
     gpu = Forecaster(model, device="cuda").predict(x, 24, 10)
     np.testing.assert_allclose(gpu, cpu, rtol=1e-3, atol=1e-3)
+
+
+def test_a_training_step_never_waits_for_the_gpu(tiny_model):
+    """Forward with seeded masks, backward, clipping, the non-finite guard and fused AdamW: with
+    CUDA's sync debug mode set to error, any host-device synchronization in the step raises."""
+    from types import SimpleNamespace
+
+    from omnimae.train import NonFiniteGuard
+
+    model = tiny_model.cuda()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)
+    guard = NonFiniteGuard(max_consecutive=3, check_every_n_steps=1000)
+    x = torch.randn(8, 3, 16, 16, device="cuda")
+    gen = torch.Generator(device="cuda")
+    for step in range(3):  # the first step allocates optimizer state; the later ones are the steady state
+        mode = "error" if step else "default"
+        torch.cuda.set_sync_debug_mode(mode)
+        try:
+            gen.manual_seed(step)
+            model.forward_modality(x, "image", generator=gen).loss.backward()
+            trainer = SimpleNamespace(precision_plugin=SimpleNamespace(scaler=None), global_step=step)
+            guard.on_before_optimizer_step(trainer, model, opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 3.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    guard.check(2)  # the host reads the counters here, once
+    assert guard.skipped == 0 and all(torch.isfinite(p).all() for p in model.parameters())
