@@ -20,7 +20,6 @@ import torch
 
 from omnimae.build import build_data, build_model
 from omnimae.cli import compose
-from omnimae.masking import random_masking  # noqa: F401 - the model draws masks itself
 
 
 def make_files(root: Path) -> dict[str, list[str]]:

@@ -139,7 +139,6 @@ def test_trains_on_3_and_5_channel_images_together_then_embeds_a_2_channel_subse
 
 
 def test_manifest_of_one_file_per_channel_and_dataset_statistics(tmp_path):
-    from PIL import Image
     from skimage.color import rgb2hed
     from skimage.data import immunohistochemistry
 
