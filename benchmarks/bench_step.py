@@ -52,6 +52,7 @@ def make_models(model: str, img: int, patch: int, ratio: float):
     return ours, hf
 
 
+DEVICE = torch.device("cpu")  # set from --device
 FUSED = True  # set from --optimizer: omnimae's trainer and HF's Trainer (torch >= 2.8) both default to fused AdamW
 
 
@@ -61,14 +62,14 @@ def adamw(model):
 
 def stepper(model, kind: str, x: torch.Tensor, n: int, bf16: bool):
     opt = adamw(model)
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
 
     def step() -> None:
-        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+        with torch.autocast(DEVICE.type, dtype=torch.bfloat16) if bf16 else nullcontext():
             if kind == "omnimae":
                 loss = model.forward_modality(x, "image", generator=gen).loss
             else:
-                loss = model(pixel_values=x, noise=torch.rand(x.shape[0], n, generator=gen)).loss
+                loss = model(pixel_values=x, noise=torch.rand(x.shape[0], n, generator=gen, device=DEVICE)).loss
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
@@ -82,14 +83,14 @@ def stepper_full_encoder(model, x: torch.Tensor):
 
     opt = adamw(model)
     adapter = model.adapters["image"]
-    gen = torch.Generator().manual_seed(0)
+    gen = torch.Generator(device=DEVICE).manual_seed(0)
 
     def step() -> None:
         patches = adapter.tokenize(x)
         b, n, _ = patches.values.shape
         _, _, mask = random_masking(b, n, adapter.mask_ratio, generator=gen)
         latent = model.forward_encoder(patches, adapter, ids_keep=None)  # [B, 1 + N, D]
-        identity = torch.arange(n).expand(b, -1)
+        identity = torch.arange(n, device=DEVICE).expand(b, -1)
         pred = model.forward_decoder(latent, adapter, identity, patches)
         loss = model.forward_loss(adapter.target(patches), pred, mask)
         loss.backward()
@@ -99,10 +100,17 @@ def stepper_full_encoder(model, x: torch.Tensor):
     return step
 
 
+def sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
+
+
 def timed(fn, steps: int) -> float:
+    sync()
     t = time.perf_counter()
     for _ in range(steps):
         fn()
+    sync()  # a GPU runs ahead of the host: time what it did, not what was queued
     return (time.perf_counter() - t) / steps
 
 
@@ -122,8 +130,9 @@ def interleaved(a, b, rounds: int, steps: int, between=None) -> dict:
             "a_s_per_step": statistics.median(ta), "b_s_per_step": statistics.median(tb)}
 
 
-def matmul_peak(dtype: torch.dtype, n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+def matmul_peak(dtype: torch.dtype, n: int | None = None, reps: int = 10) -> float:
+    n = n or (8192 if DEVICE.type == "cuda" else 2048)  # large enough to saturate the device
+    a, b = torch.randn(n, n, dtype=dtype, device=DEVICE), torch.randn(n, n, dtype=dtype, device=DEVICE)
     for _ in range(3):
         a @ b
     t = timed(lambda: a @ b, reps)
@@ -150,29 +159,38 @@ def main() -> None:
                    help="AdamW kernel for both sides (fused: the default of omnimae's and HF's trainers)")
     p.add_argument("--skip-bf16", action="store_true", help="fp32 only (forced where the CPU has no bf16 arithmetic)")
     p.add_argument("--only-step", action="store_true", help="skip the asymmetric-encoder measurements")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (models, data and timing on that device)")
     p.add_argument("--json", default=None, help="also write the results here")
     args = p.parse_args()
-    global FUSED
-    FUSED = args.optimizer == "fused"
+    global FUSED, DEVICE
+    FUSED, DEVICE = args.optimizer == "fused", torch.device(args.device)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     n = (args.img_size // args.patch) ** 2
-    x = torch.randn(args.batch, 3, args.img_size, args.img_size)
-    ours, hf = make_models(args.model, args.img_size, args.patch, args.mask_ratio)
-    bf16_ok = cpu_bf16_speedup() > 1.2
+    x = torch.randn(args.batch, 3, args.img_size, args.img_size, device=DEVICE)
+    ours, hf = (m.to(DEVICE) for m in make_models(args.model, args.img_size, args.patch, args.mask_ratio))
+    if DEVICE.type == "cuda":
+        bf16_ok = torch.cuda.is_bf16_supported()
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 on both sides (and in the peak)
+    else:
+        bf16_ok = cpu_bf16_speedup() > 1.2
     results: dict = {"model": args.model, "batch": args.batch, "img_size": args.img_size, "patch": args.patch,
                      "mask_ratio": args.mask_ratio, "threads": torch.get_num_threads(), "rounds": args.rounds,
                      "optimizer": args.optimizer, "cpu": cpu_name(), "cpu_capability": torch.backends.cpu.get_cpu_capability(),
                      "cpu_bf16_arithmetic": bf16_ok, "torch": torch.__version__,
-                     "ld_preload": os.environ.get("LD_PRELOAD", "")}
-    print(f"CPU: {results['cpu']} ({results['cpu_capability']}, bf16 arithmetic: {bf16_ok}), "
-          f"{results['threads']} threads, torch {torch.__version__}, AdamW {args.optimizer}", flush=True)
+                     "ld_preload": os.environ.get("LD_PRELOAD", ""), "device": str(DEVICE)}
+    if DEVICE.type == "cuda":
+        results["gpu"] = torch.cuda.get_device_name(DEVICE)
+        print(f"GPU: {results['gpu']}, torch {torch.__version__}, AdamW {args.optimizer}", flush=True)
+    else:
+        print(f"CPU: {results['cpu']} ({results['cpu_capability']}, bf16 arithmetic: {bf16_ok}), "
+              f"{results['threads']} threads, torch {torch.__version__}, AdamW {args.optimizer}", flush=True)
     precisions = [("fp32", False, torch.float32)]
     if bf16_ok and not args.skip_bf16:
         precisions.append(("bf16", True, torch.bfloat16))
     elif not args.skip_bf16:
-        print("[bf16] skipped: this CPU has no bf16 arithmetic (torch emulates it, ~100x slower than fp32)", flush=True)
+        print(f"[bf16] skipped: this {DEVICE.type} has no bf16 arithmetic (emulated, far slower than fp32)", flush=True)
     for name, bf16, dtype in precisions:
         a, b = stepper(ours, "omnimae", x, n, bf16), stepper(hf, "hf", x, n, bf16)
         # the peak is the best of one matmul timing per round, taken between the rounds: on a
@@ -194,7 +212,7 @@ def main() -> None:
     # the asymmetric encoder: forward + backward on 25% of the tokens against all of them
     adapter = ours.adapters["image"]
     patches = adapter.tokenize(x)
-    keep = torch.argsort(torch.rand(args.batch, n), dim=1)[:, : int(n * (1 - args.mask_ratio))]
+    keep = torch.argsort(torch.rand(args.batch, n, device=DEVICE), dim=1)[:, : int(n * (1 - args.mask_ratio))]
 
     def encoder(ids):
         return lambda: ours.forward_encoder(patches, adapter, ids).sum().backward()
