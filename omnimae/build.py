@@ -54,6 +54,9 @@ def validate(cfg: DictConfig) -> None:
         _prefixed(f"modalities.{m}", lambda: ModalityRun(**OmegaConf.to_container(node, resolve=True)))
         if "adapter" not in node or node.adapter is None:
             raise ConfigError(f"modalities.{m}.adapter", "missing")
+    every = cfg.get("callbacks", {}).get("nonfinite_check_every_n_steps", 50)
+    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
+        raise ConfigError("callbacks.nonfinite_check_every_n_steps", f"expected a positive integer, got {every!r}")
     if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
         raise ConfigError("seed", f"expected an integer, got {cfg.get('seed')!r}")
 

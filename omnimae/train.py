@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Sampler, default_collate
 from omnimae import __version__
 from omnimae.batch import batch_size, to_device
 from omnimae.config import OptimConfig
-from omnimae.errors import OmniMAEError
+from omnimae.errors import ConfigError, OmniMAEError
 from omnimae.io import atomic_path
 from omnimae.model import MaskedAutoencoder
 from omnimae.visualize import reconstruction_panels, save_grid
@@ -340,12 +340,18 @@ class MAEPretrainer(L.LightningModule):
         groups = param_groups_weight_decay(
             self.model, weight_decay=self.optim.weight_decay, no_weight_decay_list=self.model.no_weight_decay()
         )
-        fused = self.optim.fused
-        if fused is None:
+        try:
             from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
+            has_kernel = self.device.type in _get_fused_kernels_supported_devices()
+        except ImportError:  # a torch that moved the list: ask for fused only when told to
+            has_kernel = bool(self.optim.fused)
+        fused = self.optim.fused
+        if fused is None:
             scaled = getattr(trainer.precision_plugin, "scaler", None) is not None  # fp16: clip after unscaling
-            fused = self.device.type in _get_fused_kernels_supported_devices() and not (scaled and trainer.gradient_clip_val)
+            fused = has_kernel and not (scaled and trainer.gradient_clip_val)
+        elif fused and not has_kernel:
+            raise ConfigError("optim.fused", f"torch has no fused AdamW kernel for {self.device.type}; use null or false")
         # fused: one kernel per parameter group instead of a dozen passes over memory (ViT-B on CPU:
         # 0.09 s against 0.3-0.5 s per step), and it skips a step on a device-side flag (NonFiniteGuard)
         optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(self.optim.betas), fused=bool(fused))
@@ -402,7 +408,8 @@ class NonFiniteGuard(Callback):
         self.max_consecutive, self.check_every_n_steps = max_consecutive, max(1, int(check_every_n_steps))
         self.consecutive = 0  # non-finite steps in a row, as of the last check
         self.skipped = 0  # all skipped steps, as of the last check
-        self._run = self._worst = self._bad = self._last = None  # device-side counters since the last check
+        self._run = self._worst = self._bad = self._last = None  # device-side counters since the last sync
+        self._pending = (0, 0, -1)  # host side since the last check: (longest run, bad steps, last bad step)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
         if getattr(trainer.precision_plugin, "scaler", None) is not None:
@@ -433,17 +440,20 @@ class NonFiniteGuard(Callback):
         self._bad = self._bad + bad
         self._last = torch.where(bad, step, self._last)
 
-    def _sync(self) -> tuple[int, int, int]:
-        """Fold the device counters into the host's (one synchronization); returns (worst run, skipped, last bad step)."""
+    def _sync(self) -> None:
+        """Fold the device counters into the host's (one synchronization); `check` judges them."""
         if self._run is None:
-            return self.consecutive, 0, -1
+            return
         run, worst, bad, last = torch.stack([self._run, self._worst, self._bad, self._last]).tolist()
         self.consecutive, self.skipped = run, self.skipped + bad
+        longest, count, latest = self._pending
+        self._pending = (max(longest, worst), count + bad, max(latest, last))
         self._run = self._worst = self._bad = self._last = None
-        return worst, bad, last
 
     def check(self, step: int) -> None:
-        worst, bad, last = self._sync()
+        """Warn about the steps skipped since the last check; stop if too many came in a row."""
+        self._sync()
+        (worst, bad, last), self._pending = self._pending, (0, 0, -1)
         if bad:
             log.warning("non-finite loss or gradient in %d step(s) up to step %d (last at step %d): skipped; "
                         "%d skipped in all", bad, step, last, self.skipped)
@@ -464,6 +474,7 @@ class NonFiniteGuard(Callback):
     def load_state_dict(self, state: dict) -> None:
         self.consecutive, self.skipped = state["consecutive"], state["skipped"]
         self._run = self._worst = self._bad = self._last = None
+        self._pending = (0, 0, -1)
 
 
 class ReconstructionCallback(Callback):

@@ -11,6 +11,7 @@ from PIL import Image
 from omnimae import hardware
 from omnimae.build import validate
 from omnimae.checkpoint import load_model, read_checkpoint
+from omnimae.errors import ConfigError
 from omnimae.cli import compose, main
 from omnimae.pretrain import pretrain
 from omnimae.train import NonFiniteError
@@ -235,3 +236,36 @@ def test_clipping_with_the_fused_optimizer_under_bf16_matches_lightnings_fp32_cl
     for n in grads:
         torch.testing.assert_close(results[0][n], results[1][n], msg=n)
     assert not torch.equal(results[0][n], grads[n])  # it did clip
+
+
+def test_a_checkpoint_between_checks_does_not_hide_a_run_of_bad_steps():
+    """Saving the guard's state folds the device counters into the host; the next check still sees
+    the three bad steps in a row that ended before the save."""
+    from types import SimpleNamespace
+
+    from omnimae.train import NonFiniteGuard
+
+    param = torch.nn.Parameter(torch.ones(4))
+    opt = torch.optim.AdamW([param], lr=0.1, fused=True)
+    guard = NonFiniteGuard(max_consecutive=3, check_every_n_steps=100)
+    for step, value in enumerate([1.0, float("nan"), float("inf"), float("nan"), 1.0]):
+        param.grad = torch.full((4,), value)
+        guard.on_before_optimizer_step(SimpleNamespace(precision_plugin=SimpleNamespace(scaler=None), global_step=step), param_owner(param), opt)
+        opt.step()
+    state = guard.state_dict()  # a checkpoint, between two checks
+    assert state == {"consecutive": 0, "skipped": 3}
+    assert torch.isfinite(param).all() and opt.state[param]["step"] == 2  # the flagged steps changed nothing
+    with pytest.raises(NonFiniteError, match="3 steps in a row had a non-finite loss or gradient .last at step 3."):
+        guard.check(4)
+
+
+def param_owner(param):
+    module = torch.nn.Module()
+    module.p = param
+    return module
+
+
+def test_a_bad_guard_interval_is_refused_naming_the_key():
+    cfg = compose("pretrain", FAST + ["callbacks.nonfinite_check_every_n_steps=0"])
+    with pytest.raises(ConfigError, match="callbacks.nonfinite_check_every_n_steps: expected a positive integer"):
+        validate(cfg)
