@@ -115,9 +115,11 @@ def timed(fn, steps: int) -> float:
 
 
 def interleaved(a, b, rounds: int, steps: int, between=None) -> dict:
-    """Per round A B B A; ratio = time(B) / time(A) (> 1: A is faster). `between` runs after each round."""
+    """Per round A B B A; ratio = time(B) / time(A) (> 1: A is faster). `between` runs before the first round and after each."""
     for _ in range(2):
         a(), b()
+    if between is not None:
+        between()  # once before the first round too, so that every round has a neighbour on each side
     ratios, ta, tb = [], [], []
     for _ in range(rounds):
         a1, b1, b2, a2 = timed(a, steps), timed(b, steps), timed(b, steps), timed(a, steps)
@@ -127,7 +129,8 @@ def interleaved(a, b, rounds: int, steps: int, between=None) -> dict:
         tb.append((b1 + b2) / 2)
         ratios.append((b1 + b2) / (a1 + a2))
     return {"ratio_median": statistics.median(ratios), "ratio_min": min(ratios), "ratio_max": max(ratios),
-            "a_s_per_step": statistics.median(ta), "b_s_per_step": statistics.median(tb)}
+            "a_s_per_step": statistics.median(ta), "b_s_per_step": statistics.median(tb),
+            "a_s_per_round": ta, "b_s_per_round": tb}
 
 
 def matmul_peak(dtype: torch.dtype, n: int | None = None, reps: int = 10) -> float:
@@ -137,6 +140,21 @@ def matmul_peak(dtype: torch.dtype, n: int | None = None, reps: int = 10) -> flo
         a @ b
     t = timed(lambda: a @ b, reps)
     return 2 * n**3 / t
+
+
+def paired_mfu(flops: int, step_s: list[float], peaks: list[float]) -> dict:
+    """Model FLOP utilization per round: the round's FLOP/s over the better of the two matmul peaks
+    measured just before and just after it (peaks[i] and peaks[i + 1]).
+
+    On a shared or virtual machine the speed of both drifts by 10% or more within minutes; a step
+    timing divided by a peak taken at another moment (the best of all of them, say) reads that drift
+    as utilization. Pairing neighbours cancels it, as the A B B A rounds do for the speed ratios.
+    """
+    if len(peaks) != len(step_s) + 1:
+        raise ValueError(f"need one peak before and after each of the {len(step_s)} rounds, got {len(peaks)}")
+    mfu = [flops / t / max(p0, p1) for t, p0, p1 in zip(step_s, peaks, peaks[1:])]
+    return {"mfu": statistics.median(mfu), "mfu_min": min(mfu), "mfu_max": max(mfu), "mfu_per_round": mfu,
+            "matmul_peaks_flops_per_s": peaks, "peak_flops_per_s": statistics.median(peaks)}
 
 
 def step_flops(step) -> int:
@@ -193,20 +211,19 @@ def main() -> None:
         print(f"[bf16] skipped: this {DEVICE.type} has no bf16 arithmetic (emulated, far slower than fp32)", flush=True)
     for name, bf16, dtype in precisions:
         a, b = stepper(ours, "omnimae", x, n, bf16), stepper(hf, "hf", x, n, bf16)
-        # the peak is the best of one matmul timing per round, taken between the rounds: on a
-        # shared or virtual machine a single timing can land in a slow moment and inflate the MFU
-        peaks = [matmul_peak(dtype)]
+        # a matmul peak before the first round and after each one; each round's step is divided by its neighbours
+        peaks: list[float] = []
         r = interleaved(a, b, args.rounds, args.steps, between=lambda: peaks.append(matmul_peak(dtype)))
         flops = step_flops(a)
-        peak = max(peaks)
-        r["matmul_peaks_flops_per_s"] = peaks
-        r |= {"step_flops": flops, "omnimae_flops_per_s": flops / r["a_s_per_step"], "matmul_peak_flops_per_s": peak,
-              "omnimae_mfu": flops / r["a_s_per_step"] / peak}
+        m = paired_mfu(flops, r["a_s_per_round"], peaks)
+        r |= {"step_flops": flops, "omnimae_flops_per_s": flops / r["a_s_per_step"], "matmul_peaks_flops_per_s": peaks,
+              "omnimae_mfu": m["mfu"], "omnimae_mfu_min": m["mfu_min"], "omnimae_mfu_max": m["mfu_max"]}
         results[name] = r
         print(f"[{name}] omnimae {1 / r['a_s_per_step']:.3f} steps/s, HF {1 / r['b_s_per_step']:.3f} steps/s; "
               f"speed-up median {r['ratio_median']:.3f} (range {r['ratio_min']:.3f}-{r['ratio_max']:.3f}); "
-              f"model {r['omnimae_flops_per_s'] / 1e9:.0f} GFLOP/s = {100 * r['omnimae_mfu']:.0f}% of the "
-              f"{peak / 1e9:.0f} GFLOP/s matmul peak", flush=True)
+              f"model {r['omnimae_flops_per_s'] / 1e9:.0f} GFLOP/s = {100 * m['mfu']:.1f}% (range "
+              f"{100 * m['mfu_min']:.1f}-{100 * m['mfu_max']:.1f}) of the matmul peak beside each round "
+              f"(median {m['peak_flops_per_s'] / 1e9:.0f} GFLOP/s)", flush=True)
     if args.only_step:
         return write(results, args.json)
     # the asymmetric encoder: forward + backward on 25% of the tokens against all of them
