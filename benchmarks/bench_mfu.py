@@ -9,7 +9,6 @@ better of the matmul peaks timed just before and after it, and the median over r
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 
 import torch
