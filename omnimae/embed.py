@@ -17,6 +17,7 @@ from omnimae.checkpoint import load_model
 from omnimae.errors import ConfigError
 from omnimae.io import atomic_path, refuse_overwrite
 from omnimae.probe import _device, latest_checkpoint
+from omnimae.train import GroupedBatchSampler
 
 
 def _names(source, split: str, root: str | None) -> tuple[list[str], list[str]]:
@@ -28,6 +29,18 @@ def _names(source, split: str, root: str | None) -> tuple[list[str], list[str]]:
         return [str(r.id) for r in source], [";".join(map(str, dict(r.files).values())) for r in source]
     names = [f"{split}[{i}]" for i in range(len(source) if source is not None else 0)]
     return names, names
+
+
+def _loader(ds, batch_size: int) -> tuple[DataLoader, list[int]]:
+    """A loader over every sample once, in order, and the sample order it yields.
+
+    Datasets whose samples differ in token count (microscopy images with different channel sets)
+    say so in `ds.groups`: their batches hold one group each, so the order is by group."""
+    groups = getattr(ds, "groups", None)
+    if groups is None:
+        return DataLoader(ds, batch_size=batch_size), list(range(len(ds)))
+    sampler = GroupedBatchSampler(list(groups), batch_size, seed=0, shuffle=False, drop_last=False)
+    return DataLoader(ds, batch_sampler=sampler), [i for batch in sampler for i, _seed in batch]
 
 
 @torch.no_grad()
@@ -63,14 +76,21 @@ def run_embed(cfg: DictConfig):
         if not len(split_labels):
             continue
         ds = data.dataset(split, train=False)
-        for x in tqdm(DataLoader(ds, batch_size=cfg.batch_size), desc=f"embed {split}", leave=False):
+        loader, order = _loader(ds, cfg.batch_size)
+        split_feats: dict[str, list] = {p: [] for p in pools}
+        split_groups: list[dict[str, np.ndarray]] = []
+        for x in tqdm(loader, desc=f"embed {split}", leave=False):
             patches = adapter.tokenize(to_device(x, device))
             latent = model.forward_encoder(patches, adapter, ids_keep=None)  # [B, 1 + N, D]
             for p in pools:
-                feats[p].append((latent[:, 0] if p == "cls" else latent[:, 1:].mean(1)).float().cpu())
+                split_feats[p].append((latent[:, 0] if p == "cls" else latent[:, 1:].mean(1)).float().cpu())
             if hasattr(adapter, "group_features"):
                 by_name = {k: v.float().cpu().numpy() for k, v in adapter.group_features(latent[:, 1:], patches).items()}
-                groups += [{k: v[i] for k, v in by_name.items()} for i in range(latent.shape[0])]
+                split_groups += [{k: v[i] for k, v in by_name.items()} for i in range(latent.shape[0])]
+        back = torch.as_tensor(np.argsort(order))  # batches came grouped: put the samples back in file order
+        for p in pools:
+            feats[p].append(torch.cat(split_feats[p])[back])
+        groups += [split_groups[i] for i in back.tolist()] if split_groups else []
         n, f = _names(source, split, root)
         names += n
         files += f
@@ -94,12 +114,13 @@ def run_embed(cfg: DictConfig):
     if out.suffix == ".nc":
         with atomic_path(out) as tmp:
             ds_out.to_netcdf(tmp)
-    else:  # a zarr store is a folder: write beside it, then move it into place
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent if out.parent.exists() else None))
+    else:  # a zarr store is a folder: write it beside the target, then swap it into place
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
         try:
             ds_out.to_zarr(tmp / "store.zarr", zarr_format=2)  # v2: string coordinates have a stable spec
-            if out.exists():
-                shutil.rmtree(out)
+            if out.exists():  # (overwrite=true) the old store moves aside first, so one of the two is always whole
+                out.rename(tmp / "old.zarr")
             (tmp / "store.zarr").rename(out)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

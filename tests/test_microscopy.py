@@ -101,6 +101,47 @@ def write_ome(path, names, seed, size=40):
     tifffile.imwrite(path, stack, ome=True, metadata={"axes": "CYX", "Channel": {"Name": list(names)}})
 
 
+
+def test_embed_batches_files_with_different_channel_sets_and_keeps_file_order(tmp_path):
+    """A folder mixing channel sets embeds in batches of one set each, with rows in file order; the
+    result equals embedding one file at a time, and the per-channel table has NaN where a file
+    lacks a channel."""
+    import xarray as xr
+
+    from omnimae.checkpoint import save_safetensors
+    from omnimae.cli import main
+
+    cfg = compose("pretrain", M)
+    torch.manual_seed(0)
+    ckpt = save_safetensors(build_model(cfg), cfg, tmp_path / "m.safetensors")
+    data = tmp_path / "mixed"
+    data.mkdir()
+    sets = {"a": ["dna", "er", "rna"], "b": ["dna", "er"], "c": ["er", "dna"], "d": ["mito", "dna", "er"], "e": ["dna", "er"]}
+    for i, (name, channels) in enumerate(sets.items()):
+        write_ome(data / f"{name}.ome.tif", channels, seed=i)
+    runs = {}
+    for bs in (1, 64):
+        out = tmp_path / f"emb{bs}.nc"
+        assert main(["embed", f"checkpoint={ckpt}", f"data_root={data}", f"output={out}", f"batch_size={bs}"]) == 0
+        runs[bs] = xr.load_dataset(out)
+    one, many = runs[1], runs[64]
+    assert list(many["file"].values) == list(one["file"].values)  # the data module's order of files
+    assert sorted(many["file"].values) == [f"{n}.ome.tif" for n in sets]
+    for key in ("embedding_mean", "embedding_cls", "embedding_channel"):
+        np.testing.assert_allclose(many[key].values, one[key].values, rtol=1e-4, atol=1e-5, equal_nan=True)
+    channels = list(many["channel"].values)
+    assert channels == ["dna", "er", "mito", "rna"]
+    for row, file in enumerate(many["file"].values):
+        finite = np.isfinite(many["embedding_channel"].values[row]).all(axis=-1)  # [channel]
+        assert finite.tolist() == [c in sets[file.split(".")[0]] for c in channels], file
+    # a zarr store into a folder that does not exist yet, then again over it: no temporary left behind
+    store = tmp_path / "new" / "dir" / "emb.zarr"
+    for _ in range(2):
+        assert main(["embed", f"checkpoint={ckpt}", f"data_root={data}", f"output={store}", "overwrite=true"]) == 0
+    np.testing.assert_allclose(xr.open_zarr(store)["embedding_mean"].values, many["embedding_mean"].values, rtol=1e-6)
+    assert list(store.parent.iterdir()) == [store]
+
+
 def test_trains_on_3_and_5_channel_images_together_then_embeds_a_2_channel_subset(tmp_path, capsys):
     import pandas as pd
     import xarray as xr
