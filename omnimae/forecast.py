@@ -94,7 +94,9 @@ class Forecaster:
     @torch.no_grad()
     def predict(self, context, horizon: int, periodicity: int = 1) -> np.ndarray:
         """context [T, V] or [B, T, V] (no NaNs) -> forecast [B, horizon, V] (float64)."""
-        x = torch.as_tensor(np.asarray(context), dtype=torch.float32)
+        # normalized and read back in float64: a series far from zero (a level of 1e8 around a swing
+        # of 5, say) keeps its detail; only the normalized images go through the model in float32
+        x = torch.as_tensor(np.asarray(context), dtype=torch.float64)
         if x.ndim == 2:
             x = x.unsqueeze(0)
         if x.ndim != 3:
@@ -103,12 +105,12 @@ class Forecaster:
             raise ValueError("context holds NaN or infinite values")
         geo = self.geometry(x.shape[1], horizon, periodicity)
         images, means, stdev = rasterize(x, geo, self.raster["norm_const"])  # [B*V, 3, H, W]
-        images = images[:, :1].expand(-1, self.adapter.in_chans, -1, -1)  # grey in every channel
+        images = images[:, :1].float().expand(-1, self.adapter.in_chans, -1, -1)  # grey in every channel
         mask = geo.mask().to(self.device)
         recon = []
         for i in range(0, images.shape[0], self.batch_size):
             chunk = images[i : i + self.batch_size].to(self.device)
             out = self.model.forward_modality(chunk, self.modality, mask=mask.expand(chunk.shape[0], -1))
             recon.append(self.adapter.untokenize(out.patches.replace(out.pred.float())).cpu())
-        y = read_back(torch.cat(recon), geo, means, stdev)  # [B, horizon, V]
+        y = read_back(torch.cat(recon).double(), geo, means, stdev)  # [B, horizon, V]
         return y.double().numpy()

@@ -60,3 +60,15 @@ def test_forecast_equals_visionts(reference, context, horizon, periodicity, inte
     got = ours.predict(x, horizon, periodicity)
     assert got.shape == expected.shape == (2, horizon, nvars)
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("level", [1e6, 1e9])
+def test_a_series_far_from_zero_keeps_its_detail(reference, level):
+    """Forecasting commutes with adding a constant, also where float32 cannot hold the detail at that
+    level (a swing of 5 at 1e9): the series is normalized and read back in float64."""
+    _, ours = reference
+    t = np.arange(240)
+    x = (5 * np.sin(2 * np.pi * t / 24) + np.random.default_rng(0).normal(0, 0.3, 240))[:, None]
+    base = ours.predict(x, 24, 24)
+    shifted = ours.predict(x + level, 24, 24)
+    np.testing.assert_allclose(shifted - level, base, atol=1e-3)
