@@ -89,9 +89,11 @@ class MaskedAutoencoder(nn.Module):
             nn.init.zeros_(m.bias)
 
     def no_weight_decay(self) -> set[str]:
-        """Token-like parameters that AdamW must not decay (norms and biases are 1-D anyway)."""
+        """Token-like parameters that AdamW must not decay: the CLS and mask tokens and every learned
+        embedding (`*_embed`: modality, channel, ... embeddings play the part of position embeddings).
+        Norms and biases are 1-D and left out by the optimizer's grouping anyway."""
         names = {"cls_token", "mask_token"}
-        names |= {n for n, _ in self.named_parameters() if n.endswith("modality_embed")}
+        names |= {n for n, _ in self.named_parameters() if n.rsplit(".", 1)[-1].endswith("embed")}
         return names
 
     # --- position embedding from coordinates ----------------------------------------------

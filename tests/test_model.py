@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from omnimae.adapter import MODALITIES
 from omnimae.masking import num_visible
@@ -71,6 +72,22 @@ def test_images_of_another_size_use_positions_from_their_grid(tiny_model):
 def test_no_weight_decay_covers_tokens_and_modality_embeddings(tiny_model):
     names = tiny_model.no_weight_decay()
     assert {"cls_token", "mask_token", "adapters.image.modality_embed", "adapters.image.decoder_modality_embed"} <= names
+
+
+def test_only_layer_weights_are_decayed():
+    """With every modality's adapter in one model, AdamW decays exactly the weight matrices of the
+    linear and convolution layers: tokens and learned embeddings (modality, channel) are not."""
+    from omnimae.build import build_model
+    from omnimae.cli import compose
+
+    cfg = compose("pretrain", ["experiment=none", "model=vit_tiny", "modality=[image,microscopy,array]",
+                               "modalities.array.adapter.tokenizer=channel"])
+    model = build_model(cfg)
+    skip = model.no_weight_decay()
+    decayed = {n for n, p in model.named_parameters() if p.ndim > 1 and n not in skip}  # timm's grouping rule
+    layers = {f"{name}.weight" for name, m in model.named_modules() if isinstance(m, (nn.Linear, nn.Conv2d, nn.Conv3d))}
+    assert decayed == layers
+    assert {"adapters.microscopy.channel_embed", "adapters.array.decoder_channel_embed"} <= skip
 
 
 def test_compile_switch_gives_the_same_outputs(make_cfg):
