@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from omnimae import __version__
-from omnimae.errors import CheckpointError
+from omnimae.errors import CheckpointError, ConfigError
 from omnimae.io import atomic_path
 from omnimae.model import MaskedAutoencoder
 from omnimae.pos_embed import sincos_pos_embed
@@ -170,6 +170,8 @@ def official_to_omnimae(sd: StateDict, modality: str = "image", source: str = "c
 
 
 def _image_adapter(model: MaskedAutoencoder, modality: str):
+    if modality not in model.adapters:
+        raise ConfigError("modality", f"{modality!r} is not in the checkpoint (it has {list(model.adapters)})")
     adapter = model.adapters[modality]
     if not hasattr(adapter, "patch_size") or not hasattr(adapter, "img_size"):
         raise CheckpointError(f"modality {modality!r} has no 2D image grid to export")
@@ -231,8 +233,12 @@ def timm_vit_kwargs(model: MaskedAutoencoder, modality: str = "image") -> dict[s
 
 # --- loading into a model ------------------------------------------------------------------
 def load_weights(model: MaskedAutoencoder, sd: StateDict, source: str, strict: bool = True) -> None:
-    """Load sd into model, or raise a CheckpointError that names the file and the keys that do not fit."""
+    """Load sd into model, or raise a CheckpointError that names the file and the keys that do not fit.
+
+    The adapters of modalities the model does not have are left out: a joint checkpoint loads into
+    a model of any subset of its modalities."""
     own = model.state_dict()
+    sd = {k: v for k, v in sd.items() if not (k.startswith("adapters.") and k.split(".")[1] not in model.adapters)}
     wrong = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
         for k, v in sd.items()

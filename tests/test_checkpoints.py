@@ -59,6 +59,33 @@ def test_missing_keys_are_named(trained, tmp_path):
         load_pretrained(model, path)
 
 
+
+def test_a_joint_checkpoint_loads_into_a_model_of_a_subset_of_its_modalities(tmp_path):
+    from omnimae.checkpoint import save_safetensors
+
+    size = ["modalities.image.adapter.img_size=32", "modalities.image.adapter.patch_size=8"]
+    joint_cfg = compose("pretrain", ["experiment=none", "model=vit_tiny", "modality=[image,audio]", *size])
+    torch.manual_seed(0)
+    joint = build_model(joint_cfg)
+    path = save_safetensors(joint, joint_cfg, tmp_path / "joint.safetensors")
+    image_only = build_model(compose("pretrain", ["experiment=none", "model=vit_tiny", "modality=image", *size]))
+    load_pretrained(image_only, path)  # strict: every key of the image model is there; audio's are left out
+    theirs = joint.state_dict()
+    for k, v in image_only.state_dict().items():
+        torch.testing.assert_close(v, theirs[k], rtol=0, atol=0, msg=k)
+    # a model with a modality the checkpoint lacks still fails, naming what is missing
+    other = build_model(compose("pretrain", ["experiment=none", "model=vit_tiny", "modality=[image,microscopy]", *size]))
+    with pytest.raises(CheckpointError, match=r"missing keys: adapters\.microscopy\."):
+        load_pretrained(other, path)
+    # exporting a modality the checkpoint does not hold names the setting
+    from omnimae.errors import ConfigError
+    from omnimae.export import run_export
+
+    cfg = compose("export", [f"checkpoint={path}", "format=timm", f"output={tmp_path / 'v.pth'}"])
+    cfg.modality = "video"
+    with pytest.raises(ConfigError, match="modality: 'video' is not in the checkpoint"):
+        run_export(cfg)
+
 def test_export_round_trips(trained, tmp_path, capsys):
     model, cfg = load_model(trained)
     x, noise = torch.randn(2, 1, 16, 16), torch.rand(2, 16)
