@@ -583,6 +583,9 @@ def write_forecast(
     if suffix in NETCDF_SUFFIXES:
         import xarray as xr
 
+        if "time" in table.names:
+            raise DataError(f"{path}: a variate is named 'time', like the netCDF file's time dimension; "
+                            "rename the column or write .csv")
         attrs = {"source": str(table.source), "description": "forecast"}
         if isinstance(index, pd.DatetimeIndex) and index.tz is not None:  # netCDF holds naive times
             attrs["time_zone"] = "UTC"

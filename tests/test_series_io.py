@@ -317,6 +317,22 @@ def test_output_never_replaces_an_input(tmp_path):
         write_forecast(tmp_path / "x.csv", table, np.zeros((4, 3)), [src])
 
 
+
+@pytest.mark.parametrize("suffix", [".csv", ".nc"])
+def test_a_variate_named_like_the_time_axis_is_refused_naming_the_output(tmp_path, suffix):
+    n = 30
+    src = write_csv(tmp_path / "s.csv", pd.DataFrame({"date": pd.date_range("2020", periods=n, freq="D").astype(str),
+                                                       "time": np.arange(n, dtype=float)}))
+    table = read_series(src)
+    assert table.names == ["time"]
+    out = tmp_path / f"fc{suffix}"
+    if suffix == ".csv":  # the CSV's time column is called date: no clash, the variate keeps its name
+        assert list(pd.read_csv(write_forecast(out, table, np.zeros((3, 1)), [src])).columns) == ["date", "time"]
+        return
+    with pytest.raises(DataError, match=rf"{out.name}: a variate is named 'time'"):
+        write_forecast(out, table, np.zeros((3, 1)), [src])
+    assert not out.exists()
+
 def test_plot_opens_with_pil(tmp_path):
     from PIL import Image
 
