@@ -144,15 +144,25 @@ class MicroscopyAdapter(ModalityAdapter):
 
 
 # --- data ----------------------------------------------------------------------------------
-def standardize(pixels: torch.Tensor, names: Sequence[str], stats: dict | None, source: str) -> torch.Tensor:
-    """Per image and channel (CA-MAE's self-standardization), or by dataset statistics per channel name."""
+STD_FLOOR = 1e-3  # a crop's std counts as at least this share of its whole image's std
+
+
+def standardize(pixels: torch.Tensor, names: Sequence[str], stats: dict | None, source: str,
+                image_std: torch.Tensor | None = None) -> torch.Tensor:
+    """Per image and channel (CA-MAE's self-standardization), or by dataset statistics per channel name.
+
+    Per image, a crop is standardized by its own mean and std, the std floored at STD_FLOOR times
+    image_std ([C, 1, 1], the std of the whole image the crop was cut from): a blank crop of a
+    sparse image (empty background) becomes zeros instead of failing. Only a channel constant over
+    the whole image is an error."""
     if stats is None:
         mean = pixels.mean(dim=(1, 2), keepdim=True)
         std = pixels.std(dim=(1, 2), keepdim=True)
-        flat = [names[i] for i in torch.nonzero(std.flatten() == 0).flatten().tolist()]
+        whole = std if image_std is None else image_std
+        flat = [names[i] for i in torch.nonzero(whole.flatten() == 0).flatten().tolist()]
         if flat:
             raise DataError(f"{source}: channel(s) {flat} are constant and cannot be standardized")
-        return (pixels - mean) / std
+        return (pixels - mean) / torch.maximum(std, STD_FLOOR * whole)
     missing = [n for n in names if n not in stats]
     if missing:
         raise DataError(f"{source}: no dataset statistics for channel(s) {missing} (data.stats)")
@@ -191,8 +201,9 @@ class MicroscopyDataset(Dataset):
             left = int(torch.randint(0, w - s + 1, (1,), generator=g))
         else:
             top, left = (h - s) // 2, (w - s) // 2
+        image_std = x.std(dim=(1, 2), keepdim=True) if self.stats is None else None
         x = x[:, top : top + s, left : left + s]
-        x = standardize(x, image.channels, self.stats, source)
+        x = standardize(x, image.channels, self.stats, source, image_std)
         return {"pixels": x, "channel_ids": channel_ids(image.channels, self.vocabulary, self.unknown, source)}
 
 
@@ -252,7 +263,7 @@ class MicroscopyData:
             return mio.read_manifest_row(item)
         path = Path(item)
         if path.suffix.lower() == ".zarr" or path.is_dir():
-            return mio.read_zarr(path, channel_axis=self.channel_axis or 0, channel_names=self.channel_names)
+            return mio.read_zarr(path, channel_axis=self.channel_axis, channel_names=self.channel_names)
         return mio.read_tiff(path, channel_axis=self.channel_axis, channel_names=self.channel_names)
 
     def _label(self, row) -> int:

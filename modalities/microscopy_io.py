@@ -317,13 +317,15 @@ def _zarr_axis_letter(axis) -> str:
     return {"channel": "C", "time": "T"}.get(kind, "?")
 
 
-def read_zarr(path: str | Path, channel_axis: int = 0, channel_names: Sequence[str] | None = None) -> ChannelImage:
+def read_zarr(
+    path: str | Path, channel_axis: int | None = None, channel_names: Sequence[str] | None = None
+) -> ChannelImage:
     """A zarr array, or an OME-Zarr image group -> ChannelImage.
 
     For a group: the first multiscale level (datasets[0], usually "0"), axes from `multiscales` (then
     channel_axis is not used), names from `omero.channels[].label` (OME-Zarr 0.5 nests both under "ome").
-    A plain array (or a group without `multiscales`, whose array "0" is read) is 2-D (one channel) or
-    3-D with channels along channel_axis.
+    A plain array (or a group without `multiscales`, whose array "0" is read) has no axes metadata:
+    as for a TIFF, 2-D is one channel and 3-D needs channel_axis (0: CYX, -1/2: YXC).
     """
     import zarr
 

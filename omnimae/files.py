@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+import os
+import stat
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -68,10 +70,38 @@ def folder_splits(
     }
 
 
+def _fingerprint(path: Path) -> list:
+    """What changes when a file's data changes: its size, mtime, ctime and inode (ctime and inode
+    also catch a same-size replacement whose mtime was kept, as cp -p does). A folder (a zarr store,
+    whose own stat does not change when chunks are rewritten) gives its inode and the file count,
+    total size and newest mtime and ctime over every file under it."""
+    try:
+        st = path.stat()
+        if not stat.S_ISDIR(st.st_mode):
+            return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        count = total = newest_m = newest_c = 0
+        for folder, _, names in os.walk(path, onerror=_reraise):
+            for name in names:
+                s = os.stat(os.path.join(folder, name))
+                count, total = count + 1, total + s.st_size
+                newest_m, newest_c = max(newest_m, s.st_mtime_ns), max(newest_c, s.st_ctime_ns)
+        return [st.st_ino, count, total, newest_m, newest_c]
+    except OSError as e:
+        inner = f" ({e.filename})" if e.filename and str(e.filename) != str(path) else ""
+        if isinstance(e, FileNotFoundError):
+            raise DataError(f"{path}: no such file{inner}; removed or moved after the file list was made") from e
+        raise DataError(f"{path}: cannot read{inner} ({type(e).__name__}: {e})") from e
+
+
+def _reraise(e: OSError):
+    raise e
+
+
 class DecodedCache:
     """Decoded samples (full spectrograms, decompressed tiles) kept as uncompressed .npz files, so
-    an expensive decode happens once per file: keyed by the file's path, size and modification
-    time and by the decoding parameters; written atomically, so concurrent workers are safe."""
+    an expensive decode happens once per file: keyed by the file's path and fingerprint (for a
+    folder, over every file under it) and by the decoding parameters; written atomically, so
+    concurrent workers are safe. A file gone since the scan is a DataError naming it."""
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder).expanduser()
@@ -81,8 +111,7 @@ class DecodedCache:
         import hashlib
         import json
 
-        st = Path(path).stat()
-        ident = json.dumps([str(Path(path).resolve()), st.st_size, st.st_mtime_ns, params], sort_keys=True, default=str)
+        ident = json.dumps([str(Path(path).resolve()), _fingerprint(Path(path)), params], sort_keys=True, default=str)
         return self.folder / f"{hashlib.sha1(ident.encode()).hexdigest()}.npz"
 
     def get(self, path: str | Path, params: dict, compute) -> dict[str, np.ndarray]:

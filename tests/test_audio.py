@@ -377,3 +377,26 @@ def test_cached_fbanks_equal_fresh_decoding_and_are_decoded_once(tmp_path, monke
     monkeypatch.setattr(audio_mod, "read_audio", lambda *a, **k: calls.append(a) or (_ for _ in ()).throw(AssertionError("decoded again")))
     cached[(0, 9)]  # served from the cache: no decoding
     assert calls == []
+
+
+def test_cache_sees_a_same_size_file_replaced_with_its_mtime_kept_and_a_vanished_file(tmp_path):
+    """cp -p of another recording of the same length keeps size and mtime: ctime and inode still differ."""
+    import os
+    import shutil
+
+    from omnimae.modalities.audio import AudioDataset
+
+    wav = write(tmp_path / "data" / "clip.wav", signal(1.0, seed=0), subtype="FLOAT")
+    new = write(tmp_path / "incoming.wav", signal(1.0, freq=1000.0, seed=1), subtype="FLOAT")
+    kw = dict(train=False, target_length=96, cache_dir=str(tmp_path / "cache"))
+    first = AudioDataset([wav], [-1], **kw)[0]  # cached
+    st = wav.stat()
+    os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
+    shutil.copy2(new, wav)
+    assert (wav.stat().st_size, wav.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    fresh = AudioDataset([wav], [-1], train=False, target_length=96)[0]
+    assert not torch.allclose(fresh, first, atol=1e-3)
+    torch.testing.assert_close(AudioDataset([wav], [-1], **kw)[0], fresh, atol=1e-5, rtol=1e-5)
+    wav.unlink()
+    with pytest.raises(DataError, match=rf"{wav}: no such file"):
+        AudioDataset([wav], [-1], **kw)[0]

@@ -261,3 +261,54 @@ def test_decoded_tiles_are_cached_and_equal(tmp_path):
         torch.testing.assert_close(b[key]["pixels"], a[key]["pixels"])
         assert torch.equal(b[key]["channel_ids"], a[key]["channel_ids"])
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 3
+
+
+def test_cache_sees_zarr_chunks_rewritten_in_place(tmp_path):
+    """A zarr store's own stat does not change when its chunks are rewritten: the cache must still see it."""
+    import zarr
+
+    from omnimae.modalities.microscopy import MicroscopyData
+
+    root = tmp_path / "imgs"
+    root.mkdir()
+    store = root / "a.zarr"
+    rng = np.random.default_rng(0)
+    zarr.create_array(str(store), shape=(2, 40, 40), chunks=(1, 40, 40), dtype="f4")[:] = rng.normal(size=(2, 40, 40))
+    kw = dict(root=str(root), img_size=32, val_fraction=0, channel_axis=0, cache_dir=str(tmp_path / "cache"))
+    MicroscopyData(["ch0", "ch1"], **kw)._read(store)  # cached
+    new = (rng.normal(size=(2, 40, 40)) + 100).astype("f4")
+    zarr.open_array(str(store), mode="r+")[:] = new
+    np.testing.assert_array_equal(MicroscopyData(["ch0", "ch1"], **kw)._read(store).pixels, new)
+    assert len(list((tmp_path / "cache").glob("*.npz"))) == 2
+
+
+def test_blank_crops_of_a_sparse_image_do_not_fail(tmp_path):
+    """Cells in one corner, empty background elsewhere: a blank crop becomes zeros, any other crop is
+    standardized per channel to mean 0 and std 1; a channel constant over the whole image still fails."""
+    import tifffile
+
+    from omnimae.errors import DataError
+    from omnimae.modalities.microscopy import MicroscopyData
+
+    img = np.zeros((2, 128, 128), np.float32)
+    img[:, :40, :40] = np.random.default_rng(0).normal(size=(2, 40, 40))
+    tifffile.imwrite(tmp_path / "sparse.ome.tif", img, ome=True, metadata={"axes": "CYX", "Channel": {"Name": ["dna", "er"]}})
+    data = MicroscopyData(["dna", "er"], root=str(tmp_path), img_size=32, val_fraction=0)
+    centre = data.dataset("train", train=False)[0]["pixels"]  # rows and columns 48..79: background only
+    assert torch.equal(centre, torch.zeros(2, 32, 32))
+    ds = data.dataset("train", train=True)
+    kinds = set()
+    for seed in range(40):
+        x = ds[(0, seed)]["pixels"].double()
+        for c in x:
+            if c.abs().max() == 0:
+                kinds.add("blank")
+            else:
+                torch.testing.assert_close(c.mean(), torch.tensor(0.0, dtype=torch.float64), atol=1e-5, rtol=0)
+                torch.testing.assert_close(c.std(), torch.tensor(1.0, dtype=torch.float64), atol=1e-4, rtol=0)
+                kinds.add("signal")
+    assert kinds == {"blank", "signal"}
+    img[1] = 3.0
+    tifffile.imwrite(tmp_path / "sparse.ome.tif", img, ome=True, metadata={"axes": "CYX", "Channel": {"Name": ["dna", "er"]}})
+    with pytest.raises(DataError, match=r"sparse\.ome\.tif.*'er' is constant"):
+        MicroscopyData(["dna", "er"], root=str(tmp_path), img_size=32, val_fraction=0).splits()

@@ -155,7 +155,7 @@ def test_bad_pixels(tmp_path):
     z = tmp_path / "big.zarr"
     zarr.create_array(str(z), shape=big.shape, dtype=big.dtype)[:] = big
     with raises_naming(z, "cannot be kept exactly in float32"):
-        read_zarr(z)
+        read_zarr(z, channel_axis=0)
 
 
 # --- real images ----------------------------------------------------------------------------
@@ -321,7 +321,7 @@ def test_zarr_array(tmp_path):
     p = tmp_path / "a.zarr"
     z = zarr.create_array(str(p), shape=a.shape, dtype=a.dtype, chunks=(1, 24, 32))
     z[:] = a
-    img = read_zarr(p)
+    img = read_zarr(p, channel_axis=0)
     np.testing.assert_array_equal(img.pixels, a)
     assert img.channels == ["ch0", "ch1", "ch2"] and img.files == [str(p)]
     q = tmp_path / "yxc.zarr"
@@ -329,6 +329,26 @@ def test_zarr_array(tmp_path):
     np.testing.assert_array_equal(read_zarr(q, channel_axis=-1, channel_names=NAMES).pixels, a)
     with raises_naming(tmp_path / "missing.zarr", "cannot open as zarr"):
         read_zarr(tmp_path / "missing.zarr")
+
+
+def test_plain_3d_zarr_needs_channel_axis_like_tiff(tmp_path):
+    """A 3-D array without axes metadata could be CYX or YXC: no guess, for zarr as for TIFF."""
+    import zarr
+
+    from omnimae.modalities.microscopy import MicroscopyData
+
+    a = stack()
+    root = tmp_path / "imgs"
+    root.mkdir()
+    p = root / "yxc.zarr"
+    zarr.create_array(str(p), shape=(24, 32, 3), dtype=a.dtype)[:] = a.transpose(1, 2, 0)
+    with raises_naming(p, "(24, 32, 3)", "could be CYX or YXC", "set channel_axis"):
+        read_zarr(p)
+    with raises_naming(p, "set channel_axis"):
+        MicroscopyData(NAMES, root=str(root), img_size=16, val_fraction=0).splits()
+    data = MicroscopyData(NAMES, root=str(root), img_size=16, val_fraction=0, channel_axis=-1, channel_names=NAMES)
+    data.splits()
+    np.testing.assert_array_equal(data._read(p).pixels, a)
 
 
 def ome_zarr(path, a, axes, labels=None, nest=False):
@@ -386,7 +406,7 @@ def test_find_microscopy(tmp_path):
         [tmp_path / "plate/A1/f0.ome.tif", tmp_path / "b.TIFF", tmp_path / "img.ome.zarr",
          tmp_path / "raw.zarr", tmp_path / "container.zarr" / "x"]
     )
-    assert all((read_tiff if p.suffix.lower() in (".tif", ".tiff") else read_zarr)(p).pixels.shape[-2:] == (8, 8)
-               for p in found)
+    assert all((read_tiff if p.suffix.lower() in (".tif", ".tiff") else read_zarr)(p, channel_axis=0).pixels.shape[-2:]
+               == (8, 8) for p in found)
     with raises_naming(tmp_path / "nope", "no such folder"):
         find_microscopy(tmp_path / "nope")
