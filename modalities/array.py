@@ -25,6 +25,7 @@ from omnimae.tokenizers import ChannelPatchTokenizer, PatchTokenizer2D, TubeToke
 
 ARRAY_SUFFIXES = {".npy", ".nc", ".zarr", ".tif", ".tiff"}
 TOKENIZERS = ("patch2d", "tube", "channel")
+STD_FLOOR = 1e-3  # a crop's std counts as at least this share of its whole array's std
 
 
 @register_modality("array")
@@ -100,13 +101,17 @@ class ArrayAdapter(ModalityAdapter):
 
 
 def read_array(path: str | Path, dims: Sequence[str] | None, variable: str | None) -> np.ndarray:
-    """One sample as float32, its axes ordered as `dims` (names for netCDF/zarr; positions are kept for .npy/.tif)."""
+    """One sample as float32, its axes ordered as `dims` (names for netCDF/zarr; positions are kept for .npy/.tif).
+    Only bool, integer and float data is accepted (not strings, dates, complex numbers or objects)."""
     path = Path(path)
+    suffix = path.suffix.lower()  # as find_files matches them: UPPER.NPY, x.OME.TIF
+    if suffix not in ARRAY_SUFFIXES:
+        raise DataError(f"{path}: unsupported file type {suffix!r}; use one of {sorted(ARRAY_SUFFIXES)}")
     try:
-        if path.suffix in (".nc", ".zarr"):
+        if suffix in (".nc", ".zarr"):
             import xarray as xr
 
-            ds = xr.open_zarr(path) if path.suffix == ".zarr" else xr.open_dataset(path)
+            ds = xr.open_zarr(path) if suffix == ".zarr" else xr.open_dataset(path)
             names = list(ds.data_vars)
             if variable is None and len(names) != 1:
                 raise DataError(f"{path}: holds variables {names}; set data.variable")
@@ -119,7 +124,7 @@ def read_array(path: str | Path, dims: Sequence[str] | None, variable: str | Non
                     raise DataError(f"{path}: variable {var.name!r} has dims {list(var.dims)}, not {missing}")
                 var = var.transpose(*dims)
             arr = var.values
-        elif path.suffix == ".npy":
+        elif suffix == ".npy":
             arr = np.load(path, allow_pickle=False)
         else:
             import tifffile
@@ -129,7 +134,10 @@ def read_array(path: str | Path, dims: Sequence[str] | None, variable: str | Non
         raise
     except Exception as e:
         raise DataError(f"{path}: cannot read array ({type(e).__name__}: {e})") from e
-    arr = np.asarray(arr, dtype=np.float32)
+    arr = np.asarray(arr)
+    if not (arr.dtype == bool or np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise DataError(f"{path}: unsupported data type {arr.dtype}; arrays must hold bool, integer or float values")
+    arr = arr.astype(np.float32)
     if not np.isfinite(arr).all():
         raise DataError(f"{path}: array holds NaN or infinite values")
     return arr
@@ -154,12 +162,14 @@ class ArrayDataset(Dataset):
         g = torch.Generator().manual_seed(seed) if (self.train and seed is not None) else None
         starts = [int(torch.randint(0, a - b + 1, (1,), generator=g)) if g else (a - b) // 2
                   for a, b in zip(x.shape[1:], d.shape[1:])]
+        axes = tuple(range(1, x.ndim))
+        whole_std = x.std(dim=axes, keepdim=True) if d.normalization == "sample" else None
         x = x[(slice(None), *[slice(s, s + b) for s, b in zip(starts, d.shape[1:])])]  # crop to shape
-        if d.normalization == "sample":  # per sample and channel
-            axes = tuple(range(1, x.ndim))
-            std = x.std(dim=axes, keepdim=True)
-            if (std == 0).any():
-                raise DataError(f"{path}: a channel is constant and cannot be standardized")
+        if d.normalization == "sample":  # per sample and channel, the crop's std floored (see ArrayData)
+            flat = torch.nonzero(whole_std.flatten() == 0).flatten().tolist()
+            if flat:
+                raise DataError(f"{path}: channel(s) {flat} are constant over the whole array and cannot be standardized")
+            std = torch.maximum(x.std(dim=axes, keepdim=True), STD_FLOOR * whole_std)
             x = (x - x.mean(dim=axes, keepdim=True)) / std
         elif d.normalization == "given":
             view = (-1,) + (1,) * (x.ndim - 1)
@@ -168,7 +178,12 @@ class ArrayDataset(Dataset):
 
 
 class ArrayData:
-    """A folder of array files (one sample each; class subfolders give labels)."""
+    """A folder of array files (one sample each; class subfolders give labels).
+
+    normalization=sample standardizes each crop per channel by its own mean and std, the std floored
+    at STD_FLOOR times the whole array's: a blank crop of a sparse array becomes zeros instead of
+    failing. A channel constant over the whole array is an error, found when the folder is scanned.
+    """
 
     def __init__(
         self,

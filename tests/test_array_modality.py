@@ -1,5 +1,6 @@
 """A new modality from one YAML file: generic arrays with named dimensions, trained jointly with images."""
 import csv
+import re
 
 import numpy as np
 import pytest
@@ -8,7 +9,7 @@ import torch
 from omnimae.build import build_model
 from omnimae.checkpoint import load_model
 from omnimae.cli import compose
-from omnimae.errors import ConfigError
+from omnimae.errors import ConfigError, DataError
 from omnimae.pretrain import pretrain
 
 HYPERSPECTRAL_YAML = """# @package modalities.hyperspectral
@@ -105,3 +106,70 @@ def test_config_mistakes_name_the_key():
         build_model(compose("pretrain", base + [f"{a}.shape=[3,10,10]", f"{a}.patch_size=4"]))
     with pytest.raises(ConfigError, match=f"{a}.masking"):
         build_model(compose("pretrain", base + [f"{a}.masking=tube"]))
+
+
+@pytest.mark.parametrize("name,values,dtype", [
+    ("strings.npy", np.array([["a", "b"], ["c", "d"]]), "<U1"),
+    ("dates.npy", np.array(["2020-01-01", "2020-01-02"], dtype="datetime64[D]"), "datetime64[D]"),
+    ("complex.npy", np.full((1, 4, 4), 1 + 5j, np.complex64), "complex64"),
+    ("labels.nc", np.array([["a", "b"], ["c", "d"]], dtype=object), "<U1"),  # netCDF strings come back as <U1
+])
+def test_only_bool_integer_and_float_arrays_are_read(tmp_path, name, values, dtype):
+    from omnimae.modalities.array import read_array
+
+    path = tmp_path / name
+    if name.endswith(".nc"):
+        import xarray as xr
+
+        xr.Dataset({"v": (("y", "x"), values)}).to_netcdf(path)
+    else:
+        np.save(path, values)
+    with pytest.raises(DataError, match=re.escape(f"{path}: unsupported data type {dtype}")):
+        read_array(path, None, None)
+
+
+def test_upper_case_suffixes_are_read_like_lower_case(tmp_path):
+    """find_files matches suffixes in any case, so reading dispatches on them in any case too."""
+    import tifffile
+
+    from omnimae.modalities.array import ArrayData, read_array
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(2, 8, 8)).astype(np.float32), rng.integers(0, 99, (2, 8, 8)).astype(np.uint16)
+    with open(tmp_path / "A.NPY", "wb") as f:
+        np.save(f, a)
+    tifffile.imwrite(tmp_path / "B.OME.TIF", b)
+    np.testing.assert_array_equal(read_array(tmp_path / "A.NPY", None, None), a)
+    np.testing.assert_array_equal(read_array(tmp_path / "B.OME.TIF", None, None), b.astype(np.float32))
+    data = ArrayData(shape=[2, 8, 8], root=str(tmp_path), val_fraction=0, normalization="none")
+    assert sorted(p.name for p in data.splits()["train"][0]) == ["A.NPY", "B.OME.TIF"]
+    (tmp_path / "c.txt").write_text("1 2 3")
+    with pytest.raises(DataError, match=re.escape(f"{tmp_path / 'c.txt'}: unsupported file type '.txt'")):
+        read_array(tmp_path / "c.txt", None, None)
+
+
+def test_blank_crops_of_a_sparse_array_do_not_fail(tmp_path):
+    """Signal in one corner only: blank crops become zeros, others are standardized per channel; a
+    channel constant over the whole array fails when the folder is scanned."""
+    from omnimae.modalities.array import ArrayData
+
+    a = np.zeros((2, 128, 128), np.float32)
+    a[:, :40, :40] = np.random.default_rng(0).normal(size=(2, 40, 40))
+    np.save(tmp_path / "x.npy", a)
+    data = ArrayData(shape=[2, 32, 32], root=str(tmp_path), val_fraction=0)
+    assert torch.equal(data.dataset("train", train=False)[0], torch.zeros(2, 32, 32))  # the centre is background
+    ds = data.dataset("train", train=True)
+    kinds = set()
+    for seed in range(40):
+        for c in ds[(0, seed)].double():
+            if c.abs().max() == 0:
+                kinds.add("blank")
+            else:
+                crop_mean, crop_std = c.mean().item(), c.std().item()
+                assert abs(crop_mean) < 1e-5 and abs(crop_std - 1) < 1e-4
+                kinds.add("signal")
+    assert kinds == {"blank", "signal"}
+    a[1] = 7.0
+    np.save(tmp_path / "x.npy", a)
+    with pytest.raises(DataError, match=r"x\.npy: channel\(s\) \[1\] are constant over the whole array"):
+        ArrayData(shape=[2, 32, 32], root=str(tmp_path), val_fraction=0).splits()
