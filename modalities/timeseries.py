@@ -233,6 +233,11 @@ def window_image(series: np.ndarray, period: int, img_size: int, context_fractio
     return img.expand(chans, -1, -1).contiguous()
 
 
+def min_window(period: int, cols: int) -> int:
+    """The shortest window drawn: 4 periods, or (period 1, not folded) 4 points per patch column."""
+    return 4 * period if period > 1 else 4 * cols
+
+
 class SeriesWindows(Dataset):
     """Rasterized windows: of synthetic series (an endless, seeded stream) or of given series."""
 
@@ -253,11 +258,17 @@ class SeriesWindows(Dataset):
             period = 1 if rng.random() < 0.1 else int(rng.choice(SEASONAL_PERIODS))
         else:
             values, period = self.series[int(rng.integers(len(self.series)))]
-        max_periods = max(4, self.max_length // period)
-        if self.series is not None:
-            max_periods = min(max_periods, len(values) // period)
-        periods = int(rng.integers(min(4, max_periods), max_periods + 1)) if period > 1 else int(rng.integers(cols * 4, self.max_length + 1))
-        length = periods * period
+        lo = min_window(period, cols)
+        if period > 1:
+            max_periods = max(4, self.max_length // period)
+            if self.series is not None:
+                max_periods = min(max_periods, len(values) // period)
+            length = int(rng.integers(lo // period, max_periods + 1)) * period
+        else:  # unfolded: lo to max_length points, at most the whole series
+            hi = max(lo, self.max_length)
+            if self.series is not None:
+                hi = min(hi, len(values))
+            length = int(rng.integers(lo, hi + 1))
         if self.series is None:
             window = synthetic_series(rng, length, period)
         else:
@@ -309,13 +320,18 @@ class TimeSeriesData:
         if not files:
             raise DataError(f"data.root={root}: no .csv, .nc or .zarr series found")
         out = []
+        cols = self.adapter["img_size"] // self.adapter["patch_size"]
         for f in files:
             table = read_series(f)
             period = self.periodicity or periodicity_candidates(table.time)[0]
-            for v in range(table.values.shape[1]):
-                if len(table.values) < 4 * period:
-                    raise DataError(f"{f}: column {table.names[v]!r} has {len(table.values)} points, fewer than 4 periods of {period}")
-                out.append((table.values[:, v], period))
+            need = min_window(period, cols)
+            if len(table.values) < need:
+                what = f"4 periods of {period}" if period > 1 else f"4 per patch column ({cols} columns) at period 1"
+                raise DataError(
+                    f"{f}: series {table.names} have {len(table.values)} points, fewer than the {need} "
+                    f"({what}) the shortest pretraining window needs"
+                )
+            out += [(table.values[:, v], period) for v in range(table.values.shape[1])]
         return out
 
     def splits(self) -> dict[str, tuple]:

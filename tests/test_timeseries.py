@@ -139,3 +139,29 @@ def test_hugging_face_weights_forecast_like_the_official_layout(tmp_path):
     c = Forecaster(model).predict(x, 10, 12)
     np.testing.assert_allclose(a, b, rtol=1e-6)
     np.testing.assert_allclose(a, c, rtol=1e-5, atol=1e-6)
+
+
+def test_period_one_windows_fit_the_series_and_short_series_fail_at_load(tmp_path):
+    """At period 1 a window is 4 points per patch column up to max_length, never longer than the series."""
+    from omnimae.errors import DataError
+    from omnimae.modalities.timeseries import TimeSeriesData
+
+    kw = dict(img_size=64, patch_size=8, periodicity=1, samples_per_epoch=40, val_samples=0)  # 8 columns: >= 32 points
+    pd.DataFrame({"time": np.arange(200), "y": np.sin(np.arange(200) / 7.0)}).to_csv(tmp_path / "s.csv", index=False)
+    ds = TimeSeriesData(root=str(tmp_path), **kw).dataset("train", train=True)
+    for i in range(40):
+        img = ds[(i, 100 + i)]
+        assert img.shape == (3, 64, 64) and torch.isfinite(img).all()
+        torch.testing.assert_close(img, img[:, :1].expand_as(img), atol=1e-6, rtol=0)  # unfolded: one row, stretched
+    pd.DataFrame({"time": np.arange(20), "y": np.arange(20.0) % 3}).to_csv(tmp_path / "short.csv", index=False)
+    with pytest.raises(DataError, match=r"short\.csv: .*20 points, fewer than the 32"):
+        TimeSeriesData(root=str(tmp_path), **kw).splits()
+
+
+def test_synthetic_windows_when_max_length_is_below_the_shortest_window():
+    from omnimae.modalities.timeseries import TimeSeriesData
+
+    ds = TimeSeriesData(img_size=64, patch_size=8, max_length=16).dataset("train", train=True)
+    images = [ds[(i, i)] for i in range(60)]
+    assert all(img.shape == (3, 64, 64) and torch.isfinite(img).all() for img in images)
+    assert any((img - img[:, :1]).abs().max() < 1e-6 for img in images)  # some are period 1 (unfolded)
