@@ -90,27 +90,69 @@ def _match_channels(arr: np.ndarray, in_chans: int, convert: bool, path: Path) -
     raise DataError(f"{path}: image has {c} channels but the model expects in_chans={in_chans}{hint}")
 
 
+_UINT16_MODES = ("I;16", "I;16B", "I;16L")
+
+
+def _decoded_mode(mode: str) -> str:
+    """The PIL mode an image of this mode is read as: kept, or converted to RGB (RGBA if it has alpha)."""
+    if mode in ("L", "RGB", "RGBA", "1") or mode in _UINT16_MODES:
+        return mode
+    return "RGBA" if "A" in mode else "RGB"
+
+
+def _tiff_layout(tif, path: Path) -> tuple[list[int], tuple[int, int, int]]:
+    """The TIFF's series axes -> (the transpose to [H, W, C] once size-1 axes are dropped, that
+    shape): a sample or channel axis (S, C) goes last; several planes or images are an error."""
+    if len(tif.series) != 1:
+        shapes = [tuple(s.shape) for s in tif.series]
+        raise DataError(f"{path}: the TIFF holds {len(shapes)} images {shapes}; the image modality reads files of one")
+    series = tif.series[0]
+    axes, shape = series.axes.upper(), tuple(series.shape)
+    if "Y" not in axes or "X" not in axes:
+        raise DataError(f"{path}: the TIFF's axes {axes} (shape {shape}) are not an image's (no Y and X)")
+    channel = [i for i, (a, n) in enumerate(zip(axes, shape)) if a in "SC" and n > 1]
+    extra = [i for i, (a, n) in enumerate(zip(axes, shape)) if a not in "YXSC" and n > 1] + channel[1:]
+    if extra:
+        raise DataError(
+            f"{path}: a stack of {int(np.prod([shape[i] for i in extra]))} planes (axes {axes}, shape {shape}); "
+            "the image modality reads single-plane images: use the microscopy or array modality for stacks"
+        )
+    y, x = axes.index("Y"), axes.index("X")
+    order = [i for i in range(len(axes)) if i not in (y, x, *channel)] + [y, x] + channel
+    return order, (shape[y], shape[x], shape[channel[0]] if channel else 1)
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    with tifffile.TiffFile(path) as tif:
+        order, hwc = _tiff_layout(tif, path)
+        expected = tuple(tif.series[0].shape)
+        arr = tif.series[0].asarray()
+    if arr.shape != expected:  # truncated files can decode to a wrong shape
+        raise DataError(f"{path}: decoded shape {arr.shape} differs from the header's {expected}")
+    return arr.transpose(order).reshape(hwc)
+
+
 def read_image(path: str | Path, in_chans: int, convert: bool = False) -> torch.Tensor:
-    """Decode one image file to a float tensor [C, H, W] in [0, 1], or raise naming the file."""
+    """Decode one image file to a float tensor [C, H, W] in [0, 1], or raise naming the file.
+
+    A TIFF is read by its axes: (H, W), (H, W, S) or planar (S, H, W); a stack of planes (pages,
+    Z, time) is an error."""
     path = Path(path)
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
-            import tifffile
-
-            with tifffile.TiffFile(path) as tif:
-                expected = tif.pages[0].shape
-                arr = tif.asarray(key=0)
-            if arr.shape != tuple(expected):  # truncated files can decode to a wrong shape
-                raise DataError(f"{path}: decoded shape {arr.shape} differs from the header's {tuple(expected)}")
+            arr = _read_tiff(path)
         else:
             from PIL import Image
 
             with Image.open(path) as im:
                 im.load()  # decodes fully: truncation raises here, not later
-                if im.mode in ("I;16", "I;16B", "I;16L"):
+                mode = _decoded_mode(im.mode)
+                if im.mode in _UINT16_MODES:
                     arr = np.asarray(im, dtype=np.uint16)
-                elif im.mode not in ("L", "RGB", "RGBA", "1"):
-                    arr = np.asarray(im.convert("RGBA" if "A" in im.mode else "RGB"))
+                elif mode != im.mode:
+                    arr = np.asarray(im.convert(mode))
                 else:
                     arr = np.asarray(im)
     except DataError:
@@ -129,18 +171,20 @@ def read_image(path: str | Path, in_chans: int, convert: bool = False) -> torch.
 
 
 def _header_channels(path: Path) -> int:
-    """Channel count from the header only (cheap): validates a whole folder before training."""
+    """Channel count from the header only (cheap), as read_image will decode it: validates a whole
+    folder before training."""
     try:
         if path.suffix.lower() in (".tif", ".tiff"):
             import tifffile
 
             with tifffile.TiffFile(path) as tif:
-                shape = tif.pages[0].shape
-            return 1 if len(shape) == 2 else shape[-1]
+                return _tiff_layout(tif, path)[1][2]
         from PIL import Image
 
         with Image.open(path) as im:
-            return len(im.getbands())
+            return Image.getmodebands(_decoded_mode(im.mode))
+    except DataError:
+        raise
     except Exception as e:
         raise DataError(f"{path}: cannot read image header ({type(e).__name__}: {e})") from e
 

@@ -95,3 +95,36 @@ def test_train_and_val_folders_share_one_class_index(tmp_path):
             Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / split / c / "x.png")
     splits = ImageData(root=str(tmp_path), img_size=8, in_chans=3).splits()
     assert splits["train"][1] == [0, 1, 2] and splits["val"][1] == [1, 2]  # bee is 1 in both
+
+
+@pytest.mark.parametrize("name,mode,channels", [("p.png", "P", 3), ("cmyk.jpg", "CMYK", 3), ("la.png", "LA", 4)])
+def test_scan_counts_channels_as_the_reader_decodes_them(tmp_path, name, mode, channels):
+    """Palette, CMYK and grey+alpha files are converted when read: the scan counts the converted channels."""
+    rgb = Image.fromarray((np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8))
+    rgb.convert(mode).save(tmp_path / name)
+    with Image.open(tmp_path / name) as im:
+        ref = np.asarray(im.convert("RGBA" if channels == 4 else "RGB")) / 255.0
+    np.testing.assert_allclose(read_image(tmp_path / name, channels).permute(1, 2, 0).numpy(), ref, atol=1e-6)
+    assert len(ImageData(root=str(tmp_path), img_size=8, in_chans=channels, val_fraction=0).splits()["train"][0]) == 1
+    with pytest.raises(DataError, match=rf"{name}: image has {channels} channels but the model expects in_chans=1"):
+        ImageData(root=str(tmp_path), img_size=8, in_chans=1, val_fraction=0).splits()
+
+
+def test_tiff_is_read_by_its_axes_and_stacks_are_errors(tmp_path):
+    rgb = (np.random.default_rng(0).random((3, 20, 4)) * 255).astype(np.uint8)  # (S, H, W), narrow on purpose
+    tifffile.imwrite(tmp_path / "planar.tif", rgb, photometric="rgb", planarconfig="separate")
+    tifffile.imwrite(tmp_path / "contig.tif", rgb.transpose(1, 2, 0), photometric="rgb")
+    for name in ("planar.tif", "contig.tif"):
+        np.testing.assert_allclose(read_image(tmp_path / name, 3).numpy(), rgb / 255.0, atol=1e-6)
+    assert len(ImageData(root=str(tmp_path), img_size=4, in_chans=3, val_fraction=0).splits()["train"][0]) == 2
+    planes = np.random.default_rng(1).integers(0, 255, (3, 20, 6), dtype=np.uint8)
+    for stack in (tmp_path / "stack.tif", tmp_path / "zstack.tif"):
+        if stack.name == "stack.tif":  # three grey pages
+            tifffile.imwrite(stack, planes, photometric="minisblack")
+        else:
+            tifffile.imwrite(stack, planes[:, None], imagej=True, metadata={"axes": "ZCYX"})
+        with pytest.raises(DataError, match=rf"{stack.name}: a stack of 3 planes.*microscopy or array modality"):
+            read_image(stack, 1, convert=True)
+        with pytest.raises(DataError, match=rf"{stack.name}: a stack of 3 planes"):
+            ImageData(root=str(tmp_path), img_size=4, in_chans=3, val_fraction=0, convert=True).splits()
+        stack.unlink()
