@@ -313,12 +313,14 @@ class TimeSeriesData:
             return None
         from pathlib import Path
 
-        from omnimae.series_io import periodicity_candidates, read_series
+        from omnimae.series_io import NETCDF_SUFFIXES, periodicity_candidates, read_series
 
         root = Path(self.root).expanduser()
-        files = sorted(p for p in root.rglob("*") if p.suffix in (".csv", ".nc") or p.suffix == ".zarr")
+        kinds = (".csv", ".tsv", ".zarr", *NETCDF_SUFFIXES)  # what read_series reads, in any case
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in kinds
+                       and not any(q.suffix.lower() == ".zarr" for q in p.relative_to(root).parents))
         if not files:
-            raise DataError(f"data.root={root}: no .csv, .nc or .zarr series found")
+            raise DataError(f"data.root={root}: no series found ({', '.join(kinds)})")
         out = []
         cols = self.adapter["img_size"] // self.adapter["patch_size"]
         for f in files:

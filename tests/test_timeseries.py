@@ -99,6 +99,11 @@ def test_pretraining_windows_from_series_files(tmp_path):
     assert data.builtin is None and data._load()[0][1] == 24  # the hourly index's daily cycle
     img = data.dataset("train", train=True)[(3, 5)]
     assert img.shape == (3, 64, 64) and torch.isfinite(img).all()
+    # any case of suffix, tab-separated files too, as read_series reads them
+    frame = pd.DataFrame({"time": t, "x": np.cos(2 * np.pi * np.arange(len(t)) / 24)})
+    frame.to_csv(tmp_path / "B.CSV", index=False)
+    frame.to_csv(tmp_path / "c.tsv", index=False, sep="\t")
+    assert len(build_data(compose("pretrain", TS + [f"data.root={tmp_path}"]))["timeseries"]._load()) == 2 + 1 + 1
     (tmp_path / "short.csv").write_text("time,x\n2020-01-01,1\n2020-01-02,2\n")
     with pytest.raises(Exception, match=r"short\.csv"):
         build_data(compose("pretrain", TS + [f"data.root={tmp_path}"]))["timeseries"].splits()
