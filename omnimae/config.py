@@ -32,8 +32,8 @@ class OptimConfig:
     def __post_init__(self) -> None:
         if self.base_lr <= 0:
             raise ConfigError("base_lr", f"must be positive, got {self.base_lr}")
-        if not 0 <= self.min_lr <= self.base_lr:
-            raise ConfigError("min_lr", f"must lie in [0, base_lr], got {self.min_lr}")
+        if self.min_lr < 0:  # its upper bound is the batch-scaled lr, checked once the batch is known (peak_lr)
+            raise ConfigError("min_lr", f"must be >= 0, got {self.min_lr}")
         if self.weight_decay < 0:
             raise ConfigError("weight_decay", f"must be >= 0, got {self.weight_decay}")
         if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):

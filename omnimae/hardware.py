@@ -45,6 +45,15 @@ def _measured_speedup(n: int = 128, reps: int = 3) -> float:
     return times[torch.float32] / max(times[torch.bfloat16], 1e-9)
 
 
+def cuda_bf16_native() -> bool:
+    """bf16 arithmetic in the GPU's hardware (Ampere on): torch counts emulated bf16 as supported unless
+    told not to (`including_emulation`, torch 2.4 on); a torch without that argument: compute capability 8."""
+    try:
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:
+        return torch.cuda.get_device_capability() >= (8, 0)
+
+
 def runs_on_cpu(accelerator: str | None) -> bool:
     accelerator = str(accelerator or "auto").lower()
     return accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
@@ -57,7 +66,7 @@ def resolve_precision(precision, accelerator: str | None, key: str = "trainer.pr
     if str(precision) == "auto":
         if on_cpu:
             return "bf16-mixed" if cpu_bf16_speedup() > 1.2 else "32-true"
-        if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        if torch.cuda.is_available() and cuda_bf16_native():
             return "bf16-mixed"
         return "32-true"
     if on_cpu and str(precision) in BF16_PRECISIONS and cpu_bf16_speedup() < 0.5:

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omnimae.build import build_data, build_model, validate
 from omnimae.checkpoint import read_checkpoint
 from omnimae.config import ModalityRun, OptimConfig
-from omnimae.errors import ConfigError, OmniMAEError
+from omnimae.errors import CheckpointError, ConfigError, OmniMAEError
 from omnimae.io import atomic_path
 from omnimae.train import (
     AtomicCheckpointIO,
@@ -58,14 +58,67 @@ def check_ranks_in_sync(trainer, module) -> bool:
     return True
 
 
+def _flat(node: Any, prefix: str) -> dict[str, Any]:
+    if isinstance(node, dict):
+        return {k: v for key, child in node.items() for k, v in _flat(child, f"{prefix}.{key}").items()}
+    return {prefix: node}
+
+
+def check_resume_fits(cfg: DictConfig, model, ckpt: dict, path: str) -> None:
+    """resume= continues the same run: the model this config builds must take the checkpoint's weights.
+    Where it does not, name the model and adapter keys that differ from the run's stored config."""
+    theirs = {k[len("model."):]: tuple(v.shape) for k, v in (ckpt.get("state_dict") or {}).items() if k.startswith("model.")}
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if not theirs or theirs == ours:  # no omnimae training weights at all: Lightning says what it misses
+        return
+    stored = (ckpt.get("omnimae") or {}).get("config") or {}
+    now = OmegaConf.to_container(cfg, resolve=True)
+    was_mods, now_mods = stored.get("modalities") or {}, now["modalities"]
+    differ = {}
+    if sorted(was_mods) != sorted(now_mods):
+        differ["modalities"] = (sorted(was_mods), sorted(now_mods))
+    nodes = [("model", stored.get("model"), now["model"])]
+    nodes += [(f"modalities.{m}.adapter", was_mods[m].get("adapter"), now_mods[m].get("adapter"))
+              for m in sorted(set(was_mods) & set(now_mods))]
+    missing = object()
+    for prefix, was, is_ in nodes:
+        was, is_ = _flat(was or {}, prefix), _flat(is_ or {}, prefix)
+        for key in sorted(set(was) | set(is_)):
+            a, b = was.get(key, missing), is_.get(key, missing)
+            if a != b:
+                differ[key] = ("(unset)" if a is missing else a, "(unset)" if b is missing else b)
+    if not stored or not differ:
+        name = next(k for k in sorted(set(theirs) | set(ours)) if theirs.get(k) != ours.get(k))
+        raise CheckpointError(f"{path}: its weights do not fit the model this config builds "
+                              f"({name}: {theirs.get(name)} in the checkpoint, {ours.get(name)} here)")
+    raise ConfigError(
+        ", ".join(differ),
+        f"the run in {path} was trained with " + ", ".join(f"{k}={a}" for k, (a, _) in differ.items())
+        + "; this config has " + ", ".join(f"{k}={b}" for k, (_, b) in differ.items())
+        + ", and the checkpoint's weights do not fit that model. resume= continues the same run: "
+        "keep the run's values (its config.yaml), or leave out resume= to start a new run",
+    )
+
+
+def _allow_unused_parameters(trainer, modalities) -> None:
+    """A joint run trains one modality per step, so the other adapters get no gradient in it: under DDP
+    (however chosen: strategy=ddp, or auto on several devices) that needs find_unused_parameters=True."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    if len(modalities) > 1 and isinstance(trainer.strategy, DDPStrategy):
+        trainer.strategy._ddp_kwargs["find_unused_parameters"] = True  # what DDPStrategy(find_unused_parameters=True) sets
+
+
 def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
     """Train as configured; returns where the checkpoint, reconstructions and logs went."""
     validate(cfg)
-    if cfg.get("resume"):
-        read_checkpoint(cfg.resume)  # unreadable or missing: fail now, naming the file
+    ckpt = read_checkpoint(cfg.resume) if cfg.get("resume") else None  # unreadable or missing: fail now, naming the file
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = _run_dir(cfg)
     model = build_model(cfg)
+    if ckpt is not None:
+        check_resume_fits(cfg, model, ckpt, cfg.resume)
+        del ckpt
     data = build_data(cfg)
     for d in data.values():
         d.splits()  # lists and checks every file before training starts
@@ -109,6 +162,8 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
         )
     except Exception as e:
         raise ConfigError("trainer", str(e)) from e
+    module.peak_lr(trainer)  # optim.min_lr against the lr of this batch and process count, before anything is written
+    _allow_unused_parameters(trainer, runs)
     if trainer.is_global_zero:
         with atomic_path(run_dir / "config.yaml") as tmp:
             tmp.write_text(OmegaConf.to_yaml(config))

@@ -34,6 +34,15 @@ def mix_seed(*parts: int) -> int:
     return s
 
 
+def lr_factor(step: int, *, warmup: int, total: int, floor: float) -> float:
+    """The lr at a step as a fraction of the peak: a linear warm-up from 1 / (warmup + 1) over `warmup`
+    steps, then a cosine from 1 down to `floor` (min_lr / peak) at step `total`, held after it."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    progress = min(step - warmup, total - warmup) / max(1, total - warmup)
+    return floor + (1 - floor) * (1 + math.cos(math.pi * progress)) / 2
+
+
 class NonFiniteError(OmniMAEError, RuntimeError):
     """Training stopped: too many steps in a row had a non-finite loss or gradient."""
 
@@ -328,15 +337,31 @@ class MAEPretrainer(L.LightningModule):
         return loss
 
     def training_step(self, batch, batch_idx):
-        return self._step(batch, self.mask_generator(0, self.global_step), "train")
+        # with gradient accumulation, the micro-batches of one optimizer step each get their own masks:
+        # their position in Lightning's accumulation window (batch_idx counts within the epoch, as the window does)
+        accumulate = self.trainer.accumulate_grad_batches
+        micro = (batch_idx % accumulate,) if accumulate > 1 else ()
+        return self._step(batch, self.mask_generator(0, self.global_step, *micro), "train")
 
     def validation_step(self, batch, batch_idx):
         return self._step(batch, self.mask_generator(1, batch_idx), "val")  # the same masks every time
 
+    def peak_lr(self, trainer) -> float:
+        """lr = base_lr x effective batch / 256 (the MAE recipe); optim.min_lr must not lie above it."""
+        effective_batch = self.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+        lr = self.optim.base_lr * effective_batch / 256
+        if self.optim.min_lr > lr:
+            raise ConfigError(
+                "optim.min_lr",
+                f"must lie in [0, lr], where lr = base_lr x effective batch / 256 = {self.optim.base_lr:.3g} x "
+                f"{effective_batch} / 256 = {lr:.3g}; got {self.optim.min_lr:.3g} (the cosine would climb to it)",
+            )
+        return lr
+
     def configure_optimizers(self):
         trainer = self.trainer
         effective_batch = self.batch_size * trainer.world_size * trainer.accumulate_grad_batches
-        lr = self.optim.base_lr * effective_batch / 256
+        lr = self.peak_lr(trainer)
         groups = param_groups_weight_decay(
             self.model, weight_decay=self.optim.weight_decay, no_weight_decay_list=self.model.no_weight_decay()
         )
@@ -358,14 +383,28 @@ class MAEPretrainer(L.LightningModule):
         total = max(1, int(trainer.estimated_stepping_batches))
         warmup = self.optim.warmup_steps
         warmup = int(self.optim.warmup_fraction * total) if warmup is None else min(warmup, total - 1)
-        cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, total - warmup), eta_min=self.optim.min_lr)
-        if warmup > 0:
-            ramp = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0 / (warmup + 1), total_iters=warmup)
-            scheduler = torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup])
-        else:
-            scheduler = cosine
+        # the schedule is a closed form of the step, built from this run's length: a checkpoint holds only
+        # the step, so a run resumed with a larger trainer.max_steps continues the longer cosine
+        schedule = partial(lr_factor, warmup=warmup, total=total, floor=self.optim.min_lr / lr)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         log.info("lr %.3g (base_lr %.3g x effective batch %d / 256), %d warm-up of %d steps", lr, self.optim.base_lr, effective_batch, warmup, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """Schedulers resume from their step alone (see `lr_factor`); checkpoints written before the
+        schedule was a closed form hold a warm-up + cosine scheduler's state: keep its step."""
+        for i, state in enumerate(checkpoint.get("lr_schedulers", [])):
+            if "lr_lambdas" not in state:
+                checkpoint["lr_schedulers"][i] = {"last_epoch": state["last_epoch"], "lr_lambdas": []}
+
+    def on_train_start(self) -> None:
+        """The lr of this run's schedule at the current step: a resumed checkpoint holds the lr of the
+        schedule it was saved under, which differs when the run grew longer."""
+        for config in self.trainer.lr_scheduler_configs:
+            s = config.scheduler
+            if isinstance(s, torch.optim.lr_scheduler.LambdaLR):
+                for group, base, fn in zip(s.optimizer.param_groups, s.base_lrs, s.lr_lambdas):
+                    group["lr"] = base * fn(s.last_epoch)
 
     def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None) -> None:
         """Unscaled gradients (fp32, bf16) on one device or under DDP are clipped here directly:

@@ -47,3 +47,19 @@ def test_torchrun_launch_gives_the_same_weights_as_a_lightning_launch(tmp_path):
     b = read_checkpoint(tmp_path / "torchrun" / "checkpoints" / "last.ckpt")["state_dict"]
     for k in a:
         torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
+
+
+def test_a_joint_run_trains_under_ddp_with_ranks_in_sync(tmp_path):
+    """Each step of a joint run trains one modality, so the other adapters get no gradient in it: DDP has
+    to be told (find_unused_parameters), or the second step fails. Both ranks end with the same weights."""
+    joint = ["experiment=none", "modality=[image,timeseries]", "data.builtin=digits", "trainer.limit_val_batches=0",
+             "modalities.image.adapter.img_size=16", "modalities.image.adapter.patch_size=4",
+             "modalities.image.adapter.in_chans=1", "modalities.image.adapter.mean=[0.3]", "modalities.image.adapter.std=[0.4]",
+             "modalities.image.num_workers=0", "modalities.timeseries.adapter.img_size=32",
+             "modalities.timeseries.adapter.patch_size=8", "modalities.timeseries.adapter.max_visible_columns=3",
+             "modalities.timeseries.batch_size=4", "modalities.timeseries.data.samples_per_epoch=64",
+             "modalities.timeseries.data.val_samples=4"]
+    out = run(*DDP, *joint, "trainer.max_steps=4", f"run_dir={tmp_path}")
+    assert "steps            4" in out and "ranks_in_sync    True" in out and "all 2 ranks hold identical weights" in out
+    rows = (next(tmp_path.glob("logs/version_*/metrics.csv"))).read_text()
+    assert "train/loss_image" in rows and "train/loss_timeseries" in rows  # both modalities took steps

@@ -25,6 +25,26 @@ def losses(run_dir: Path) -> dict[int, float]:
     return {int(r["step"]): float(r["train/loss"]) for r in rows if r.get("train/loss")}
 
 
+def learning_rates(run_dir: Path) -> dict[int, float]:
+    """The logged lr per step: one column per AdamW parameter group (decayed, undecayed), equal at every step."""
+    rows = list(csv.DictReader(open(next(run_dir.glob("logs/version_*/metrics.csv")))))
+    columns = [c for c in rows[0] if c.startswith("lr-AdamW")]
+    out = {}
+    for r in rows:
+        values = {float(r[c]) for c in columns if r.get(c)}
+        if values:
+            assert len(values) == 1, r
+            out[int(r["step"])] = values.pop()
+    return out
+
+
+def mae_lr(t: int, peak: float, lo: float, warmup: int, total: int) -> float:
+    """The MAE recipe's schedule in closed form: linear warm-up from peak / (warmup + 1), then cosine to lo."""
+    if t < warmup:
+        return peak * (1 / (warmup + 1) + (1 - 1 / (warmup + 1)) * t / warmup)
+    return lo + (peak - lo) * (1 + np.cos(np.pi * (t - warmup) / (total - warmup))) / 2
+
+
 def test_default_demo_config_runs_and_writes_everything(tmp_path):
     cfg = compose("pretrain", FAST + ["trainer.max_steps=6", "trainer.check_val_every_n_epoch=1",
                                       "trainer.limit_train_batches=3", f"run_dir={tmp_path}",
@@ -140,14 +160,114 @@ def test_optimizer_groups_lr_scaling_and_schedule_follow_the_mae_recipe(tmp_path
     assert sorted(decayed) == sorted(linear_weights)
     # lr = base_lr x batch / 256, linear warm-up over 3 steps, then cosine to min_lr over the other 7
     peak, lo = 1e-3 * 32 / 256, 1e-5
-    rows = list(csv.DictReader(open(next(tmp_path.glob("logs/version_*/metrics.csv")))))
-    lrs = {int(r["step"]): float(r["lr-AdamW"]) for r in rows if r.get("lr-AdamW")}
+    lrs = learning_rates(tmp_path)
+    assert sorted(lrs) == list(range(10))
     for t, lr in lrs.items():
-        if t < 3:
-            expected = peak * (1 / 4 + (1 - 1 / 4) * t / 3)
-        else:
-            expected = lo + (peak - lo) * (1 + np.cos(np.pi * (t - 3) / 7)) / 2
-        assert lr == pytest.approx(expected, rel=1e-6), t
+        assert lr == pytest.approx(mae_lr(t, peak, lo, warmup=3, total=10), rel=1e-6), t
+
+
+def _as_before_the_fix(ckpt_path: Path, peak: float, warmup: int, total: int) -> None:
+    """Rewrite a checkpoint's scheduler state as omnimae wrote it before the schedule was a closed form
+    (a LinearLR warm-up then CosineAnnealingLR in a SequentialLR, stepped as often)."""
+    ckpt = torch.load(ckpt_path, weights_only=False)
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.AdamW([param], lr=peak)
+    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total - warmup)
+    ramp = torch.optim.lr_scheduler.LinearLR(opt, start_factor=1 / (warmup + 1), total_iters=warmup)
+    old = torch.optim.lr_scheduler.SequentialLR(opt, [ramp, cosine], milestones=[warmup])
+    for _ in range(ckpt["global_step"]):
+        opt.step()
+        old.step()
+    ckpt["lr_schedulers"] = [old.state_dict()]
+    torch.save(ckpt, ckpt_path)
+
+
+@pytest.mark.parametrize("layout", ["current", "before the fix"])
+def test_a_run_resumed_with_more_steps_continues_the_cosine_of_the_new_length(tmp_path, layout):
+    """Extending a run (resume= with a larger trainer.max_steps): from the resumed step on, the lr is
+    that of the longer run's schedule, not the old cosine's end followed by a restart."""
+    common = FAST + ["optim.warmup_steps=2", "optim.base_lr=1e-3", "optim.min_lr=1e-5", "trainer.limit_val_batches=0",
+                     "callbacks.reconstruction_every_n_steps=0"]
+    pretrain(compose("pretrain", common + ["trainer.max_steps=4", f"run_dir={tmp_path / 'short'}"]))
+    ckpt = tmp_path / "short" / "checkpoints" / "last.ckpt"
+    peak = 1e-3 * 32 / 256
+    if layout != "current":
+        _as_before_the_fix(ckpt, peak, warmup=2, total=4)
+    pretrain(compose("pretrain", common + ["trainer.max_steps=10", f"run_dir={tmp_path / 'long'}", f"resume={ckpt}"]))
+    lrs = learning_rates(tmp_path / "long")
+    assert sorted(lrs) == list(range(4, 10))
+    for t, lr in lrs.items():
+        assert lr == pytest.approx(mae_lr(t, peak, 1e-5, warmup=2, total=10), rel=1e-6), t
+
+
+def test_accumulated_micro_batches_get_their_own_masks_and_resume_exactly(tmp_path, monkeypatch):
+    """trainer.accumulate_grad_batches=2: the two micro-batches of an optimizer step are masked apart
+    (not the same mask twice), and a run resumed from a mid-epoch checkpoint sees the same masks and
+    ends with the same weights as the uninterrupted run."""
+    from omnimae.model import MaskedAutoencoder
+
+    masks = []
+    forward = MaskedAutoencoder.forward_modality
+
+    def recording(self, x, modality, **kwargs):
+        out = forward(self, x, modality, **kwargs)
+        if self.training:
+            masks.append(out.mask.detach().clone())
+        return out
+
+    monkeypatch.setattr(MaskedAutoencoder, "forward_modality", recording)
+    # 6 micro-batches an epoch = 3 optimizer steps; the checkpoint at step 2 lies in the middle of the first epoch
+    common = FAST + ["+trainer.accumulate_grad_batches=2", "trainer.max_steps=4", "trainer.limit_train_batches=6",
+                     "trainer.check_val_every_n_epoch=100", "callbacks.reconstruction_every_n_steps=0",
+                     "callbacks.checkpoint_every_n_steps=2"]
+    pretrain(compose("pretrain", common + [f"run_dir={tmp_path / 'full'}"]))
+    full, masks[:] = list(masks), []
+    assert len(full) == 8
+    for step in range(4):
+        assert not torch.equal(full[2 * step], full[2 * step + 1]), step
+    pretrain(compose("pretrain", common + [f"run_dir={tmp_path / 'resumed'}",
+                                           f"resume={tmp_path / 'full' / 'checkpoints' / 'step-0000002.ckpt'}"]))
+    assert len(masks) == 4 and all(torch.equal(a, b) for a, b in zip(masks, full[4:]))
+    wa = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.ckpt")["state_dict"]
+    wb = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["state_dict"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0, msg=k)
+
+
+def test_resuming_into_a_model_the_weights_do_not_fit_names_the_keys_before_training(tmp_path):
+    common = FAST + ["callbacks.reconstruction_every_n_steps=0", "trainer.limit_val_batches=0"]
+    pretrain(compose("pretrain", common + ["trainer.max_steps=2", f"run_dir={tmp_path / 'a'}"]))
+    ckpt = tmp_path / "a" / "checkpoints" / "last.ckpt"
+    other = compose("pretrain", common + ["trainer.max_steps=4", f"run_dir={tmp_path / 'b'}", f"resume={ckpt}",
+                                          "model.embed_dim=32", "modalities.image.adapter.patch_size=8"])
+    with pytest.raises(ConfigError, match=r"^model[.]embed_dim, modalities[.]image[.]adapter[.]patch_size: .*"
+                                          r"trained with model[.]embed_dim=64, modalities[.]image[.]adapter[.]patch_size=4; "
+                                          r"this config has model[.]embed_dim=32, modalities[.]image[.]adapter[.]patch_size=8"):
+        pretrain(other)
+    assert not (tmp_path / "b").exists()  # refused before anything was written
+    # a setting that leaves the weights' shapes alone may change on resume
+    same = compose("pretrain", common + ["trainer.max_steps=3", f"run_dir={tmp_path / 'c'}", f"resume={ckpt}",
+                                         "modalities.image.adapter.mask_ratio=0.6"])
+    assert pretrain(same)["steps"] == 3
+
+
+def test_min_lr_is_checked_against_the_batch_scaled_lr(tmp_path):
+    """lr = base_lr x batch / 256 = 1.5e-3 x 32 / 256 = 1.875e-4 here: a min_lr above it (though below
+    base_lr) would turn the cosine 'decay' into a climb; above 256 samples a step the lr exceeds base_lr."""
+    from types import SimpleNamespace
+
+    from omnimae.config import OptimConfig
+    from omnimae.train import MAEPretrainer
+
+    cfg = compose("pretrain", FAST + ["optim.base_lr=1.5e-3", "optim.min_lr=1e-3", f"run_dir={tmp_path / 'run'}"])
+    validate(cfg)
+    with pytest.raises(ConfigError, match=r"^optim[.]min_lr: must lie in \[0, lr\].* = 0.0015 x 32 / 256 = 0.000188"):
+        pretrain(cfg)
+    assert not (tmp_path / "run" / "config.yaml").exists()
+    big = compose("pretrain", FAST + ["optim.base_lr=1e-4", "optim.min_lr=2e-4", "modalities.image.batch_size=1024"])
+    validate(big)
+    module = MAEPretrainer(torch.nn.Linear(1, 1), OptimConfig(base_lr=1e-4, min_lr=2e-4), batch_size=1024)
+    assert module.peak_lr(SimpleNamespace(world_size=1, accumulate_grad_batches=1)) == pytest.approx(1e-4 * 1024 / 256)
 
 
 def test_bf16_autocast_switch_trains_on_cpu(tmp_path, monkeypatch):
@@ -169,6 +289,19 @@ def test_precision_auto_takes_bf16_only_where_the_cpu_has_it(tmp_path, monkeypat
         code = main(["pretrain", "trainer.precision=bf16-mixed", "trainer.accelerator=cpu", f"run_dir={tmp_path / 'run'}"])
         assert code == 1 and "trainer.precision: bf16-mixed on this CPU" in capsys.readouterr().err
         assert not (tmp_path / "run").exists()
+
+
+def test_precision_auto_on_a_gpu_takes_bf16_only_where_the_gpu_has_it(monkeypatch):
+    """torch counts emulated bf16 as supported unless asked not to: a pre-Ampere GPU (emulation only)
+    gets fp32, an Ampere one bf16; a torch without `including_emulation` is judged by compute capability."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for native in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: native or including_emulation)
+        assert hardware.resolve_precision("auto", "gpu") == ("bf16-mixed" if native else "32-true"), native
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)  # an older signature
+    for capability, expected in (((7, 5), "32-true"), ((8, 0), "bf16-mixed")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+        assert hardware.resolve_precision("auto", "auto") == expected, capability
 
 
 def test_cpu_bf16_flags_agree_with_a_timed_matmul():
