@@ -54,11 +54,43 @@ def validate(cfg: DictConfig) -> None:
         _prefixed(f"modalities.{m}", lambda: ModalityRun(**OmegaConf.to_container(node, resolve=True)))
         if "adapter" not in node or node.adapter is None:
             raise ConfigError(f"modalities.{m}.adapter", "missing")
-    every = cfg.get("callbacks", {}).get("nonfinite_check_every_n_steps", 50)
-    if not isinstance(every, int) or isinstance(every, bool) or every < 1:
-        raise ConfigError("callbacks.nonfinite_check_every_n_steps", f"expected a positive integer, got {every!r}")
+        for part in ("adapter", "data"):
+            if isinstance(node.get(part), DictConfig) and "_target_" not in node[part]:
+                raise ConfigError(
+                    f"modalities.{m}.{part}._target_",
+                    f"missing: modalities.{m} holds settings but no modality config behind them (is modality={m} "
+                    "selected?). The default experiment=digits sets up the image modality: with another modality, "
+                    f"pass experiment=none; to train {m} beside others, list it (modality=[{m},...])",
+                )
+    _check_callbacks(cfg.get("callbacks") or {})
     if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
         raise ConfigError("seed", f"expected an integer, got {cfg.get('seed')!r}")
+
+
+# callbacks.<key>: (smallest value, what it means; None where null is allowed too)
+CALLBACK_KEYS = {
+    "reconstruction_every_n_steps": (0, "0 writes reconstructions only at the end"),
+    "reconstruction_samples": (1, None),
+    "max_nonfinite_steps": (1, None),
+    "nonfinite_check_every_n_steps": (1, None),
+    "checkpoint_every_n_steps": (1, "null keeps no step checkpoints"),
+}
+
+
+def _check_callbacks(node) -> None:
+    import difflib
+
+    for key in node:
+        if key not in CALLBACK_KEYS:
+            close = difflib.get_close_matches(key, list(CALLBACK_KEYS), n=1)
+            raise ConfigError(f"callbacks.{key}", "unknown key" + (f"; did you mean '{close[0]}'?" if close else ""))
+    for key, (low, note) in CALLBACK_KEYS.items():
+        value = node.get(key, low)
+        if value is None and key == "checkpoint_every_n_steps":
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            expected = "a positive integer" if low == 1 else f"an integer >= {low}"
+            raise ConfigError(f"callbacks.{key}", f"expected {expected}, got {value!r}" + (f" ({note})" if note else ""))
 
 
 def build_model(cfg: DictConfig) -> MaskedAutoencoder:

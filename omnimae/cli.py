@@ -6,9 +6,10 @@ import sys
 
 from pathlib import Path
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
-from omnimae.errors import OmniMAEError
+from omnimae.errors import ConfigError, OmniMAEError
 
 USAGE = """usage: omnimae VERB [key=value ...]
 
@@ -29,11 +30,11 @@ verbs:
   modalities  list the registered modality adapters
 
 Overrides use Hydra's syntax (key=value); `--key value` is the same as key=value.
-`omnimae VERB --cfg` prints the composed config.
+A `--flag` without a value is true. `omnimae VERB --cfg [job|hydra|all]` prints the composed config.
 """
 
 
-def compose(config_name: str, overrides: list[str]) -> DictConfig:
+def compose(config_name: str, overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
     """Compose a config from omnimae's own groups plus the folders in OMNIMAE_CONFIG_PATH (os.pathsep-separated),
     where a researcher's own configs (e.g. modality/<name>.yaml for a new modality) live."""
     import os
@@ -44,20 +45,43 @@ def compose(config_name: str, overrides: list[str]) -> DictConfig:
     extra = [str(Path(p).expanduser().resolve()) for p in os.environ.get("OMNIMAE_CONFIG_PATH", "").split(os.pathsep) if p]
     if extra:
         overrides = [f"hydra.searchpath=[{','.join('file://' + p for p in extra)}]", *overrides]
+    # `modality` is a config group for pretrain, but a plain key of embed, probe and export: Hydra
+    # would read modality=audio there as a group that is not in their defaults, so it is set after
+    plain = [] if config_name == "pretrain" else [o for o in overrides if o.split("=", 1)[0] in PLAIN_KEYS]
+    overrides = [o for o in overrides if o not in plain]
     with initialize_config_module("omnimae.configs", version_base="1.3"):
-        return hydra_compose(config_name, overrides=overrides)
+        cfg = hydra_compose(config_name, overrides=overrides, return_hydra_config=return_hydra_config)
+    for o in plain:
+        key, value = o.split("=", 1)
+        OmegaConf.update(cfg, key, yaml.safe_load(value) if value else None)
+    return cfg
+
+
+PLAIN_KEYS = ("modality",)
+
+
+CFG_PARTS = ("job", "hydra", "all")
 
 
 def _as_overrides(args: list[str]) -> list[str]:
-    """Accept `--key value` and `--key=value` beside Hydra's key=value (dashes in keys become underscores)."""
+    """Accept `--key value` and `--key=value` beside Hydra's key=value (dashes in keys become underscores).
+    A flag without a value (last, or followed by another `--flag`) is true. `--cfg [job|hydra|all]` (or `-c`)
+    stays a request to print the config, as `--cfg=PART`."""
     out, i = [], 0
     while i < len(args):
         a = args[i]
-        if a.startswith("--") and a != "--cfg":
+        if a in ("--cfg", "-c") or a.startswith("--cfg="):
+            part = a.split("=", 1)[1] if "=" in a else "job"
+            if "=" not in a and i + 1 < len(args) and args[i + 1] in CFG_PARTS:
+                part, i = args[i + 1], i + 1
+            if part not in CFG_PARTS:
+                raise ConfigError("--cfg", f"expected one of {', '.join(CFG_PARTS)}, got {part!r}")
+            out.append(f"--cfg={part}")
+        elif a.startswith("--"):
             key = a[2:]
             if "=" in key:
                 key, value = key.split("=", 1)
-            elif i + 1 < len(args):
+            elif i + 1 < len(args) and not args[i + 1].startswith("--"):
                 value, i = args[i + 1], i + 1
             else:
                 value = "true"
@@ -77,14 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
-    verb, overrides = argv[0], _as_overrides(argv[1:])
+    verb = argv[0]
     verbs = {v: (lambda o, v=v: _run_verb(v, o)) for v in CONFIG_VERBS} | {"modalities": _modalities, "stats": _stats}
     if verb not in verbs:
         print(f"omnimae: unknown verb {verb!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     _setup_logging()
     try:
-        return verbs[verb](overrides) or 0
+        return verbs[verb](_as_overrides(argv[1:])) or 0
     except OmniMAEError as e:
         print(f"omnimae {verb}: error: {e}", file=sys.stderr)
         return 1
@@ -122,9 +146,13 @@ def _run_verb(verb: str, overrides: list[str]) -> int:
     import importlib
 
     name, target, show = CONFIG_VERBS[verb]
-    if "--cfg" in overrides:
-        overrides.remove("--cfg")
-        print(OmegaConf.to_yaml(compose(name, overrides)))
+    parts = [o.split("=", 1)[1] for o in overrides if o.startswith("--cfg=")]
+    if parts:  # as Hydra's --cfg: job (the run's config), hydra (Hydra's own node) or all (both)
+        overrides = [o for o in overrides if not o.startswith("--cfg=")]
+        cfg = compose(name, overrides, return_hydra_config=parts[-1] != "job")
+        if parts[-1] == "hydra":
+            cfg = OmegaConf.create({"hydra": cfg.hydra})
+        print(OmegaConf.to_yaml(cfg))
         return 0
     module, func = target.split(":")
     result = getattr(importlib.import_module(module), func)(compose(name, overrides))
@@ -139,8 +167,6 @@ def _stats(overrides: list[str]) -> int:
     cfg = compose("pretrain", ["experiment=none", "modality=audio", *overrides])
     a = cfg.modalities.audio.adapter
     if not cfg.data.root:
-        from omnimae.errors import ConfigError
-
         raise ConfigError("data.root", "give the folder of audio files: omnimae stats data.root=PATH")
     run_stats(cfg.data.root, sample_rate=a.sample_rate, target_length=a.target_length, mel_bins=a.mel_bins)
     return 0
