@@ -269,8 +269,11 @@ class AudioDataset(Dataset):
 
     With a seed the training crop is drawn from that seed, so a resumed run sees the same crops.
     An unreadable file raises DataError naming it, unless the skip budget allows skipping it: then
-    the next file in order stands in for it.
+    the next file in order stands in for it (unless `stand_ins` is False, as where each item must be
+    its own file: embeddings saved by file name).
     """
+
+    stand_ins = True
 
     def __init__(
         self,
@@ -319,7 +322,7 @@ class AudioDataset(Dataset):
             try:
                 return self.load(i, seed)
             except DataError as e:
-                if self.budget is None or not self.budget.allow(self.offset + i, e):
+                if self.budget is None or not self.stand_ins or not self.budget.allow(self.offset + i, e):
                     raise
         raise DataError(f"no readable audio file among the {len(self.paths)} of this split")
 

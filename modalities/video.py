@@ -434,8 +434,11 @@ class VideoDataset(Dataset):
     """Clips from files; keys are indices or (index, seed) pairs (the seed picks the window and crop).
 
     With skip_bad > 0 a file that fails to decode is replaced by the next readable one (index + 1, ...)
-    with a warning, at most skip_bad files in all (counting those the scan dropped; counted per process).
+    with a warning, at most skip_bad files in all (counting those the scan dropped; counted per process),
+    unless `stand_ins` is False (each item must be its own file: embeddings saved by file name).
     """
+
+    stand_ins = True
 
     def __init__(self, source: list[Path], labels: list[int], reader: ClipReader, train: bool, skip_bad: int = 0, skipped: int = 0):
         self.source, self.labels, self.reader, self.train = source, labels, reader, train
@@ -456,7 +459,7 @@ class VideoDataset(Dataset):
                 return self.reader.load(path, self.train, generator)
             except DataError as e:
                 skipped = self.skipped_at_scan + len(self.bad)
-                if skipped >= self.skip_bad:
+                if skipped >= self.skip_bad or not self.stand_ins:
                     if self.skip_bad:
                         raise DataError(f"{e} (skip_bad={self.skip_bad} bad files already skipped)") from e
                     raise

@@ -76,6 +76,8 @@ def run_embed(cfg: DictConfig):
         if not len(split_labels):
             continue
         ds = data.dataset(split, train=False)
+        if hasattr(ds, "stand_ins"):  # a file that fails now must fail, not lend its row another file's embedding
+            ds.stand_ins = False
         loader, order = _loader(ds, cfg.batch_size)
         split_feats: dict[str, list] = {p: [] for p in pools}
         split_groups: list[dict[str, np.ndarray]] = []

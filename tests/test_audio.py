@@ -400,3 +400,24 @@ def test_cache_sees_a_same_size_file_replaced_with_its_mtime_kept_and_a_vanished
     wav.unlink()
     with pytest.raises(DataError, match=rf"{wav}: no such file"):
         AudioDataset([wav], [-1], **kw)[0]
+
+
+def test_embed_never_lends_a_bad_files_row_another_files_embedding(tmp_path, capsys):
+    """skip_bad lets training go on past a file that fails to decode, with the next file standing in;
+    embeddings are saved by file name, so there the failure stands and names the file."""
+    from omnimae.build import build_model
+    from omnimae.checkpoint import save_safetensors
+    from omnimae.cli import compose, main
+
+    root = tmp_path / "data"
+    for i in range(3):
+        write(root / f"{i}.wav", signal(0.5, seed=i))
+    write(root / "silent.wav", np.zeros(SR, np.float32))  # a valid header: found only when decoded
+    cfg = compose("pretrain", ["experiment=none", "modality=audio", "model=vit_tiny", "modalities.audio.data.skip_bad=1",
+                               "modalities.audio.adapter.target_length=64"])
+    path = save_safetensors(build_model(cfg), cfg, tmp_path / "audio.safetensors")
+    out = tmp_path / "emb.nc"
+    assert main(["embed", f"checkpoint={path}", f"data_root={root}", f"output={out}", "batch_size=2"]) == 1
+    assert "silent.wav: silent" in capsys.readouterr().err and not out.exists()
+    (root / "silent.wav").unlink()
+    assert main(["embed", f"checkpoint={path}", f"data_root={root}", f"output={out}"]) == 0

@@ -295,6 +295,10 @@ def test_skip_bad_skips_at_most_that_many_files_with_warnings(tmp_path, caplog):
     assert codes(clip)[0] == 12 + int(following[2])  # the next file's centred clip
     assert [r.getMessage() for r in caplog.records if "skipping a bad file (1 of skip_bad=1)" in r.getMessage()]
     assert ds[i].shape == clip.shape  # known bad: replaced again
+    ds = VideoData(root=str(single), skip_bad=1, **kw).dataset("train", train=False)
+    ds.stand_ins = False  # as embed sets it: each item must be its own file
+    with pytest.raises(DataError, match="empty.mp4"):
+        ds[i]
     # beyond skip_bad: an error naming the file
     ds = VideoData(root=str(folder), skip_bad=1, **kw).dataset("train", train=False)
     with pytest.raises(DataError, match=r"(empty.mp4|notes.webm): .*skip_bad=1"):
