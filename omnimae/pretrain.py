@@ -137,11 +137,13 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
     )
     dm = MAEDataModule(data, runs, cfg.seed)
     has_val = any(len(d.splits()["val"][1]) > 0 for d in data.values())  # (source, labels) per split
+    has_val = has_val and cfg.trainer.get("limit_val_batches", 1) != 0  # validation switched off: no val/loss
     ckpt_dir = run_dir / "checkpoints"
     cb = cfg.callbacks
     checkpoint = ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor="val/loss" if has_val else "train/loss",
         mode="min", save_last=True, save_top_k=1, auto_insert_metric_name=False,
+        save_on_train_epoch_end=None if has_val else True,  # else it waits for a validation that never comes
     )
     callbacks = [
         checkpoint,

@@ -122,6 +122,13 @@ def test_non_finite_steps_are_skipped(tmp_path):
     assert all(torch.isfinite(v).all() for v in sd.values())
 
 
+
+def test_best_checkpoint_follows_the_training_loss_when_validation_is_off(tmp_path):
+    cfg = compose("pretrain", FAST + ["trainer.max_steps=2", "trainer.limit_val_batches=0", f"run_dir={tmp_path}",
+                                      "callbacks.reconstruction_every_n_steps=0"])
+    result = pretrain(cfg)
+    assert (tmp_path / "checkpoints" / "best.ckpt").is_file() and result["best"].endswith("best.ckpt")
+
 @pytest.mark.parametrize("every,stop", [(1, 3), (5, 4)])
 def test_training_stops_after_consecutive_non_finite_steps(tmp_path, every, stop):
     """The host reads the device-side counters every N steps: it stops at the first read after the
