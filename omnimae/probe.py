@@ -62,8 +62,16 @@ def probe_scores(train: np.ndarray, y_train: np.ndarray, test: np.ndarray, y_tes
 
     linear = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000))
     linear.fit(train, y_train)
-    knn = KNeighborsClassifier(n_neighbors=k, metric="cosine").fit(train, y_train)
+    knn = KNeighborsClassifier(n_neighbors=min(k, len(train)), metric="cosine").fit(train, y_train)  # at most all
     return {"linear": float(linear.score(test, y_test)), "knn": float(knn.score(test, y_test))}
+
+
+def _unlabeled(label) -> bool:
+    """An empty cell or -1 (also read as -1.0 in a column with empty cells)."""
+    try:
+        return bool(np.isnan(float(label))) or float(label) == -1
+    except (TypeError, ValueError):  # a class name
+        return False
 
 
 def probe_embeddings(cfg: DictConfig) -> dict[str, Any]:
@@ -78,22 +86,29 @@ def probe_embeddings(cfg: DictConfig) -> dict[str, Any]:
     if not src.exists():
         raise DataError(f"{src}: no such embeddings file")
     ds = xr.open_zarr(src) if src.suffix == ".zarr" else xr.open_dataset(src)
-    table = pd.read_csv(cfg.labels)
+    table = pd.read_csv(cfg.labels, dtype={cfg.id_column: str})  # ids as written: '001' stays '001'
     for col in (cfg.id_column, cfg.label_column):
         if col not in table.columns:
             raise DataError(f"{cfg.labels}: no column {col!r} (columns: {list(table.columns)})")
     ids = [str(v) for v in ds["file"].values]
-    label_of = dict(zip(table[cfg.id_column].astype(str), table[cfg.label_column]))
+    label_of = dict(zip(table[cfg.id_column], table[cfg.label_column]))
     missing = [i for i in ids if i not in label_of]
     if missing:
         raise DataError(f"{cfg.labels}: no label for {len(missing)} embedded sample(s), e.g. {missing[:3]}")
-    y = np.asarray([label_of[i] for i in ids])
+    # an empty label or -1 (omnimae's mark for unlabeled) leaves the sample out of the probe
+    labeled = [k for k, i in enumerate(ids) if not _unlabeled(label_of[i])]
+    if len(labeled) < len(ids):
+        print(f"probe: {len(ids) - len(labeled)} of {len(ids)} samples are unlabeled (empty or -1) and left out")
+    y = np.asarray([label_of[ids[k]] for k in labeled])
+    values, counts = np.unique(y, return_counts=True)
+    if len(values) < 2 or counts.min() < cfg.folds:
+        raise DataError(f"{cfg.labels}: {cfg.folds}-fold probing needs at least 2 classes of at least {cfg.folds} "
+                        f"samples each; got {dict(zip(values.tolist(), counts.tolist()))}")
     folds = StratifiedKFold(n_splits=cfg.folds, shuffle=True, random_state=0)
     results: dict[str, Any] = {"embeddings": str(src), "samples": len(y), "classes": int(len(set(y.tolist())))}
-    values, counts = np.unique(y, return_counts=True)
     results["majority"] = float(counts.max() / counts.sum())
     for var in [v for v in ds.data_vars if v.startswith("embedding_") and ds[v].ndim == 2]:
-        x = ds[var].values
+        x = ds[var].values[labeled]
         scores = [probe_scores(x[tr], y[tr], x[te], y[te], min(cfg.knn_k, len(tr) - 1)) for tr, te in folds.split(x, y)]
         results[var] = {k: float(np.mean([s[k] for s in scores])) for k in ("linear", "knn")}
     lines = [f"probe of {src} ({len(y)} samples, {results['classes']} classes, {cfg.folds}-fold CV)",
@@ -118,8 +133,10 @@ def run_probe(cfg: DictConfig) -> dict[str, Any]:
     data = build_data(mcfg)[modality]
     sets = {s: data.dataset(s, train=False) for s in ("train", "val")}
     labels = {s: np.asarray(ds.labels) for s, ds in sets.items()}
-    if (labels["train"] < 0).any() or len(labels["val"]) == 0:
-        raise DataError(f"{path}: the probe needs labeled train and val splits (an ImageFolder layout or a built-in set)")
+    if (labels["train"] < 0).any() or (labels["val"] < 0).any() or len(labels["val"]) == 0 or len(labels["train"]) < 2:
+        raise DataError(f"{path}: the probe needs labeled train and val splits (an ImageFolder layout or a built-in set); "
+                        f"unlabeled: {int((labels['train'] < 0).sum())} of {len(labels['train'])} train, "
+                        f"{int((labels['val'] < 0).sum())} of {len(labels['val'])} val")
     device = _device(cfg.device)
 
     def scores(m: MaskedAutoencoder, name: str) -> dict[str, Any]:

@@ -180,3 +180,32 @@ def test_embed_writes_per_file_embeddings(trained, image_folder, tmp_path, suffi
     x = build_data(cfg)["image"].eval_transform(read_image(grey / "a" / "0.png", 1))
     np.testing.assert_allclose(ds["embedding_mean"].values[i], model.embed(x[None], "image")[0].numpy(), atol=1e-5)
     assert main(["embed", f"checkpoint={trained}", f"data_root={grey}", f"output={out}"]) == 1  # exists: refused
+
+
+def test_probe_of_embeddings_reads_ids_as_written_and_leaves_unlabeled_samples_out(tmp_path, capsys):
+    import pandas as pd
+    import xarray as xr
+    from omegaconf import OmegaConf
+
+    from omnimae.errors import DataError
+    from omnimae.probe import probe_embeddings, probe_scores
+
+    rng = np.random.default_rng(0)
+    n = 40
+    ids = [f"{i:03d}" for i in range(n)]  # zero-padded: a CSV reader that guesses types turns them into 0, 1, ...
+    y = np.arange(n) % 2
+    x = rng.normal(size=(n, 8)) + 3 * y[:, None]  # two separable classes
+    xr.Dataset({"embedding_mean": (("sample", "dim"), x)}, coords={"file": ("sample", ids)}).to_netcdf(tmp_path / "e.nc")
+    labels = [str(v) for v in y]
+    labels[:6] = ["", "-1", "", "-1", "", "-1"]  # unlabeled
+    pd.DataFrame({"id": ids, "label": labels}).to_csv(tmp_path / "l.csv", index=False)
+    cfg = OmegaConf.create(dict(embeddings=str(tmp_path / "e.nc"), labels=str(tmp_path / "l.csv"), id_column="id",
+                                label_column="label", folds=5, knn_k=5))
+    res = probe_embeddings(cfg)
+    assert res["samples"] == n - 6 and res["classes"] == 2 and res["embedding_mean"]["linear"] > 0.9
+    assert "6 of 40 samples are unlabeled" in capsys.readouterr().out
+    pd.DataFrame({"id": ids, "label": ["a"] * 37 + ["b"] * 3}).to_csv(tmp_path / "l.csv", index=False)
+    with pytest.raises(DataError, match=r"l\.csv: 5-fold probing needs at least 2 classes of at least 5"):
+        probe_embeddings(cfg)
+    # kNN with more neighbours asked than training samples takes them all (sklearn would refuse)
+    assert probe_scores(x[:8], y[:8], x[8:16], y[8:16], k=20)["knn"] >= 0.0
