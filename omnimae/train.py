@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from functools import partial
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -284,6 +285,12 @@ class MAEDataModule(L.LightningDataModule):
 
     def train_dataloader(self):
         loaders = {m: self._loader(m, ds, shuffle=True, drop_last=True) for m, ds in self.train_sets.items()}
+        for m, loader in loaders.items():
+            if len(loader) == 0:  # e.g. channel groups each smaller than a batch, or too few samples per rank
+                groups = getattr(self.train_sets[m], "groups", None)
+                sizes = "" if groups is None else f" in groups of {sorted(Counter(groups).values(), reverse=True)}"
+                raise ConfigError(f"modalities.{m}.batch_size", f"{self.runs[m].batch_size} leaves no whole batch of the "
+                                  f"{len(self.train_sets[m])} training samples{sizes} on each of {self.trainer.world_size if self.trainer else 1} process(es)")
         if len(loaders) == 1:
             return next(iter(loaders.values()))
         weights = {m: self.runs[m].sampling_weight for m in loaders}
@@ -527,8 +534,9 @@ class ReconstructionCallback(Callback):
         dm = trainer.datamodule
         ds = dm.val_sets[modality]
         ds = ds if len(ds) else dm.data[modality].dataset("train", train=False)
-        n = min(self.num_samples, len(ds))
-        return default_collate([ds[i] for i in range(n)])
+        groups = getattr(ds, "groups", None)  # samples that differ in shape (channel sets): take one group's
+        order = range(len(ds)) if groups is None else [i for i in range(len(ds)) if groups[i] == groups[0]]
+        return default_collate([ds[i] for i in list(order)[: self.num_samples]])
 
     def write(self, trainer, pl_module, name: str) -> None:
         if not trainer.is_global_zero:

@@ -104,3 +104,51 @@ def test_a_joint_run_resumes_with_the_same_losses(tmp_path, stop_at):
     wb = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["state_dict"]
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0, msg=k)
+
+
+class _Grouped(torch.utils.data.Dataset):
+    """Items whose shape follows their group (a channel count), like microscopy images of several channel sets."""
+
+    def __init__(self, groups):
+        self.groups = groups
+        self.labels = [0] * len(groups)
+
+    def __len__(self):
+        return len(self.groups)
+
+    def __getitem__(self, key):
+        index = key[0] if isinstance(key, tuple) else key
+        return torch.full((self.groups[index], 2, 2), float(index))
+
+
+class _Data:
+    def __init__(self, train, val):
+        self.sets = {"train": train, "val": val}
+
+    def dataset(self, split, train):
+        return self.sets[split]
+
+
+def test_channel_groups_each_smaller_than_a_batch_fail_naming_the_batch_size():
+    from types import SimpleNamespace
+
+    from omnimae.errors import ConfigError
+    from omnimae.train import MAEDataModule
+
+    groups = [2] * 5 + [3] * 5 + [4] * 5  # 15 samples, but no group fills a batch of 8
+    dm = MAEDataModule({"microscopy": _Data(_Grouped(groups), _Grouped([]))},
+                       {"microscopy": SimpleNamespace(batch_size=8, num_workers=0, sampling_weight=1.0)}, seed=0)
+    dm.setup("fit")
+    with pytest.raises(ConfigError, match=r"modalities\.microscopy\.batch_size: 8 leaves no whole batch .* groups of \[5, 5, 5\]"):
+        dm.train_dataloader()
+
+
+def test_reconstructions_take_their_samples_from_one_channel_group():
+    from types import SimpleNamespace
+
+    from omnimae.train import ReconstructionCallback
+
+    val = _Grouped([3, 2, 3, 2, 3])
+    trainer = SimpleNamespace(datamodule=SimpleNamespace(val_sets={"microscopy": val}))
+    batch = ReconstructionCallback("unused", 0, 3)._samples(trainer, "microscopy")
+    assert batch.shape == (3, 3, 2, 2) and batch[:, 0, 0, 0].tolist() == [0.0, 2.0, 4.0]
