@@ -138,8 +138,9 @@ class VideoAdapter(ModalityAdapter):
         k = min(self.max_display_frames, num_frames)
         return torch.linspace(0, num_frames - 1, k).round().long()
 
-    def to_display(self, x: torch.Tensor, mask: bool = False) -> torch.Tensor:
-        """[B, C, T, H, W] -> a strip of frames side by side [B, H, W*k, C] in [0, 1] ([B, H, W*k, 1] for a mask)."""
+    def to_display(self, x: torch.Tensor, mask: bool = False, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, C, T, H, W] -> a strip of frames side by side [B, H, W*k, C] in [0, 1] ([B, H, W*k, 1] for a mask);
+        a fixed mapping (the data normalization undone), so reference is not needed."""
         if x.ndim != 5:
             raise ValueError(f"expected a clip [B, C, T, H, W], got shape {tuple(x.shape)}")
         x = x.float()[:, :, self.display_frames(x.shape[2]).to(x.device)]  # [B, C, k, H, W]
@@ -285,18 +286,28 @@ class _SeekFailed(Exception):
     pass
 
 
-def _decode(path: Path, wanted: list[int], fmt: str, seek: bool) -> dict[int, np.ndarray]:
+class _Untimed(Exception):
+    """Timestamps cannot number the frames (AVI, or out of order): count them from the start instead."""
+
+
+def _decode(path: Path, wanted: list[int], fmt: str, mode: Literal["seek", "pts", "count"]) -> dict[int, np.ndarray]:
     """Decode the frames of the sorted, distinct indices in wanted; stop after the last one.
 
-    With seek, the demuxer jumps to the key frame before the first wanted frame and frames are
-    identified by timestamp (index = (pts - start_time) x time_base x frame rate); without, frames
-    are identified from the first decoded frame's timestamp, or counted where timestamps are missing.
+    "seek": the demuxer jumps to the key frame before the first wanted frame and frames are
+    identified by timestamp (index = (pts - start_time) x time_base x frame rate); "pts": from the
+    start, identified from the first decoded frame's timestamp, or counted where timestamps are
+    missing; "count": from the start, numbered by their position in decode output. AVI stores no
+    presentation timestamps (PyAV's come out of order with B-frames), so it is always counted;
+    timestamps that do not rise strictly in output order raise _Untimed.
     """
     got: dict[int, np.ndarray] = {}
     with _open(path) as container:
         stream = _video_stream(container, path)
+        if mode != "count" and "avi" in (container.format.name or "").split(","):
+            raise _Untimed
         tb, rate = stream.time_base, _rate(stream)
-        timed = bool(tb and rate)
+        timed = bool(tb and rate) and mode != "count"
+        seek = mode == "seek"
         origin = stream.start_time if seek else None
         if seek and (not timed or origin is None):
             raise _SeekFailed
@@ -305,10 +316,13 @@ def _decode(path: Path, wanted: list[int], fmt: str, seek: bool) -> dict[int, np
                 container.seek(origin + int(wanted[0] / (rate * tb)), stream=stream, backward=True)
             except Exception as e:  # not seekable: decode from the start instead
                 raise _SeekFailed from e
-        ptr, last = 0, -1
+        ptr, last, prev = 0, -1, None
         try:
             for count, frame in enumerate(container.decode(stream)):
                 if timed and frame.pts is not None:
+                    if prev is not None and frame.pts <= prev:
+                        raise _Untimed  # not presentation timestamps: they cannot number the frames
+                    prev = frame.pts
                     if origin is None:
                         origin = frame.pts
                     idx = round((frame.pts - origin) * tb * rate)
@@ -326,7 +340,7 @@ def _decode(path: Path, wanted: list[int], fmt: str, seek: bool) -> dict[int, np
                         ptr += 1
                 if ptr == len(wanted):
                     break
-        except _SeekFailed:
+        except (_SeekFailed, _Untimed):
             raise
         except Exception as e:
             raise DataError(
@@ -339,6 +353,19 @@ def _decode(path: Path, wanted: list[int], fmt: str, seek: bool) -> dict[int, np
             f"{path}: the video stream {where} but frame {wanted[ptr]} is needed; the file is truncated or damaged"
         )
     return got
+
+
+def _decode_any(path: Path, wanted: list[int], fmt: str) -> dict[int, np.ndarray]:
+    """Seek where the first wanted frame is not frame 0; else (or where that fails) decode from the start
+    numbering frames by timestamp, or by output position where timestamps cannot (_Untimed)."""
+    for mode in (["seek"] if wanted[0] > 0 else []) + ["pts"]:
+        try:
+            return _decode(path, wanted, fmt, mode)
+        except _SeekFailed:
+            continue
+        except _Untimed:
+            break
+    return _decode(path, wanted, fmt, "count")
 
 
 def read_video(
@@ -361,10 +388,7 @@ def read_video(
     )
     wanted = sorted(set(indices))
     fmt = "rgb24" if in_chans == 3 else "gray"
-    try:
-        got = _decode(path, wanted, fmt, seek=wanted[0] > 0)
-    except _SeekFailed:
-        got = _decode(path, wanted, fmt, seek=False)
+    got = _decode_any(path, wanted, fmt)
     try:
         frames = np.stack([got[i] for i in indices])  # [T, H, W(, C)]
     except ValueError as e:

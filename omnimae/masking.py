@@ -11,8 +11,13 @@ MaskIndices = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 def num_visible(num_tokens: int, mask_ratio: float) -> int:
-    # int() truncation, exactly as the reference implementations
+    # int() truncation of the visible count, exactly as the MAE paper's code
     return max(1, int(num_tokens * (1 - mask_ratio)))
+
+
+def tube_num_visible(tokens_per_frame: int, mask_ratio: float) -> int:
+    # VideoMAE's TubeMaskingGenerator truncates the hidden count instead: S - int(ratio * S) stay visible
+    return max(1, tokens_per_frame - int(mask_ratio * tokens_per_frame))
 
 
 def random_masking(
@@ -66,9 +71,11 @@ def tube_masking(
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
 ) -> MaskIndices:
-    """VideoMAE tube masking: one spatial mask repeated over every (t-major) frame."""
+    """VideoMAE tube masking: one spatial mask repeated over every (t-major) frame, hiding
+    int(mask_ratio * S) of its S tokens as VideoMAE does (176 of 196 at 0.9, where MAE's rule hides 177)."""
     _, _, spatial = random_masking(
-        batch, tokens_per_frame, mask_ratio, noise=noise, generator=generator, device=device
+        batch, tokens_per_frame, mask_ratio, noise=noise, generator=generator, device=device,
+        num_keep=tube_num_visible(tokens_per_frame, mask_ratio),
     )  # [B, S]
     return explicit_masking(spatial.repeat(1, num_frames))  # [B, T*S]
 

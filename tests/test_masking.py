@@ -46,7 +46,26 @@ def test_tube_mask_is_constant_over_time():
     _, ids_restore, mask = tube_masking(3, t, s, 0.9, generator=torch.Generator().manual_seed(0))
     per_frame = mask.view(3, t, s)
     assert (per_frame == per_frame[:, :1]).all()
-    assert (per_frame[:, 0].sum(1) == s - int(s * 0.1)).all()
+    assert (per_frame[:, 0].sum(1) == int(0.9 * s)).all()  # VideoMAE hides int(ratio * S) per frame
+
+
+def test_tube_mask_hides_videomaes_count_per_frame():
+    """VideoMAE's TubeMaskingGenerator: num_masks_per_frame = int(mask_ratio * num_patches_per_frame)."""
+    t = 4
+    for s in [10, 16, 49, 64, 100, 196, 256]:
+        for ratio in [0.75, 0.9]:
+            ids_keep, _, mask = tube_masking(2, t, s, ratio, generator=torch.Generator().manual_seed(0))
+            hidden = int(ratio * s)
+            assert (mask.view(2, t, s).sum(2) == hidden).all(), (s, ratio)
+            assert ids_keep.shape == (2, t * (s - hidden)), (s, ratio)
+
+
+def test_tube_and_random_masking_truncate_as_their_references():
+    """VideoMAE truncates the hidden count, MAE's code the visible one: at S = 196, ratio 0.9 VideoMAE
+    hides int(176.4) = 176 where MAE's rule keeps int(19.6) = 19 (hides 177)."""
+    assert int(196 * (1 - 0.9)) == 19 and int(0.9 * 196) == 176  # the closed forms disagree here
+    assert tube_masking(1, 2, 196, 0.9)[2].view(2, 196).sum(1).tolist() == [176, 176]
+    assert random_masking(1, 196, 0.9)[0].shape == (1, 19)  # MAE's random masking is unchanged
 
 
 def test_explicit_masking_keeps_the_visible_tokens_in_order():
