@@ -86,17 +86,23 @@ class ArrayAdapter(ModalityAdapter):
             return tube_masking(b, gt, gh * gw, self.mask_ratio, noise=noise, generator=generator, device=device)
         return random_masking(b, n, self.mask_ratio, noise=noise, generator=generator, device=device)
 
-    def to_display(self, x: torch.Tensor, mask: bool = False) -> torch.Tensor:
-        """Channel 0 (of the middle time step for tubes), or every channel side by side for `channel`."""
-        x = x.float()
-        if x.ndim == 5:
-            x = x[:, :, x.shape[2] // 2]
-        if self.tokenizer_kind == "channel":
-            x = torch.cat(list(x.unbind(1)), dim=-1).unsqueeze(1)  # [B, 1, H, C*W]
-        x = x.amax(1, keepdim=True) if mask else x[:, :1]
+    def to_display(self, x: torch.Tensor, mask: bool = False, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """Channel 0 (of the middle time step for tubes), or every channel side by side for `channel`,
+        min-max scaled per sample (by the reference's range when given)."""
+
+        def shown(t: torch.Tensor) -> torch.Tensor:  # [B, 1, H, W] or [B, 1, H, C*W]
+            t = t.float()
+            if t.ndim == 5:
+                t = t[:, :, t.shape[2] // 2]
+            if self.tokenizer_kind == "channel":
+                t = torch.cat(list(t.unbind(1)), dim=-1).unsqueeze(1)
+            return t.amax(1, keepdim=True) if mask else t[:, :1]
+
+        x = shown(x)
         if not mask:
-            lo, hi = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
-            x = (x - lo) / (hi - lo).clamp_min(1e-6)
+            ref = x if reference is None else shown(reference)
+            lo, hi = ref.amin(dim=(2, 3), keepdim=True), ref.amax(dim=(2, 3), keepdim=True)
+            x = ((x - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
         return x[:, 0].unsqueeze(-1)
 
 

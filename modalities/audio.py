@@ -592,11 +592,13 @@ class AudioAdapter(ModalityAdapter):
         waveform = read_audio(path, self.sample_rate)
         return self.normalize(log_mel(waveform, self.sample_rate, self.target_length, self.mel_bins)).unsqueeze(0)
 
-    def to_display(self, x: torch.Tensor, mask: bool = False) -> torch.Tensor:
-        """[B, 1, T, F] -> spectrogram images [B, F, T, 1] in [0, 1], low frequencies at the bottom."""
+    def to_display(self, x: torch.Tensor, mask: bool = False, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, 1, T, F] -> spectrogram images [B, F, T, 1] in [0, 1], low frequencies at the bottom,
+        min-max scaled per sample (by the reference's range when given)."""
         img = x.float()[:, 0].transpose(1, 2).flip(1)  # [B, F, T]: frequency runs upward
         if not mask:
-            lo = img.amin(dim=(1, 2), keepdim=True)
-            hi = img.amax(dim=(1, 2), keepdim=True)
-            img = (img - lo) / (hi - lo).clamp_min(1e-12)  # min-max per sample
+            ref = img if reference is None else reference.float()[:, 0]
+            lo = ref.amin(dim=(1, 2), keepdim=True)
+            hi = ref.amax(dim=(1, 2), keepdim=True)
+            img = ((img - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
         return img.unsqueeze(-1)

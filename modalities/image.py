@@ -52,8 +52,8 @@ class ImageAdapter(ModalityAdapter):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 
-    def to_display(self, x: torch.Tensor, mask: bool = False) -> torch.Tensor:
-        if mask:
+    def to_display(self, x: torch.Tensor, mask: bool = False, reference: torch.Tensor | None = None) -> torch.Tensor:
+        if mask:  # (a fixed mapping: reference is not needed)
             return x.float().amax(dim=1).unsqueeze(-1)  # [B, H, W, 1]
         x = (x.float() * self.std + self.mean).clamp(0, 1)  # undo the data normalization
         return x.permute(0, 2, 3, 1)  # [B, H, W, C]

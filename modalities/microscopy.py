@@ -133,13 +133,15 @@ class MicroscopyAdapter(ModalityAdapter):
         names = self.channels + ["unknown"]
         return {names[int(i)]: per_channel[:, k] for k, i in enumerate(patches.meta["channel_ids"])}
 
-    def to_display(self, x: torch.Tensor, mask: bool = False) -> torch.Tensor:
-        """[B, C, H, W] -> a strip of the channels side by side [B, H, C*W, 1], each min-max scaled."""
+    def to_display(self, x: torch.Tensor, mask: bool = False, reference: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, C, H, W] -> a strip of the channels side by side [B, H, C*W, 1], each min-max scaled
+        (by the reference's range when given)."""
         x = self.pixels(x).float()
         if not mask:
-            lo = x.amin(dim=(2, 3), keepdim=True)
-            hi = x.amax(dim=(2, 3), keepdim=True)
-            x = (x - lo) / (hi - lo).clamp_min(1e-6)
+            ref = x if reference is None else self.pixels(reference).float()
+            lo = ref.amin(dim=(2, 3), keepdim=True)
+            hi = ref.amax(dim=(2, 3), keepdim=True)
+            x = ((x - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
         return rearrange(x, "b c h w -> b h (c w)").unsqueeze(-1)
 
 

@@ -192,8 +192,8 @@ class TimeSeriesAdapter(ImageAdapter):
                 return explicit_masking(m.reshape(1, -1).expand(b, -1))
         return random_masking(b, n, self.mask_ratio, noise=noise, generator=generator, device=device)
 
-    def to_display(self, x: torch.Tensor, mask: bool = False) -> torch.Tensor:
-        if mask:
+    def to_display(self, x: torch.Tensor, mask: bool = False, reference: torch.Tensor | None = None) -> torch.Tensor:
+        if mask:  # (a fixed mapping: reference is not needed)
             return x.float().amax(dim=1).unsqueeze(-1)
         grey = x.float().mean(1)  # [B, H, W], normalized series values (about -2.5 .. 2.5)
         return ((grey + 2.5) / 5).clamp(0, 1).unsqueeze(-1)

@@ -116,9 +116,11 @@ class ModalityAdapter(nn.Module):
         return pred * (var + 1.0e-6) ** 0.5 + mean
 
     # --- visualization ------------------------------------------------------------------
-    def to_display(self, x: torch.Tensor, mask: bool = False) -> torch.Tensor:
+    def to_display(self, x: torch.Tensor, mask: bool = False, reference: torch.Tensor | None = None) -> torch.Tensor:
         """Model-space input [B, ...] -> displayable images [B, H, W, 3 or 1] in [0, 1].
 
-        With mask=True, x is a 0/1 mask in model space and the result is [B, H, W, 1].
+        With mask=True, x is a 0/1 mask in model space and the result is [B, H, W, 1]. Adapters that
+        scale each sample to its own range take that range from `reference` when given (the
+        original, so that a reconstruction is shown on the original's scale).
         """
         raise NotImplementedError

@@ -26,7 +26,8 @@ def reconstruction_panels(
     shown = adapter.to_display(x)
     m = adapter.to_display(hidden, mask=True)  # [B, H, W, 1]
     masked = shown * (1 - m) + 0.5 * m  # hidden patches in grey
-    return [shown, masked, adapter.to_display(recon), adapter.to_display(pasted)]
+    # on the original's scale: the visible patches of the last panel look as in the first
+    return [shown, masked, adapter.to_display(recon, reference=x), adapter.to_display(pasted, reference=x)]
 
 
 def save_grid(panels: list[torch.Tensor], path: str | Path, title: str = "") -> Path:
