@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from omnimae.adapter import ModalityAdapter, register_modality
+from omnimae.adapter import ModalityAdapter, minmax, register_modality, standardize_crop
 from omnimae.errors import ConfigError, DataError
 from omnimae.files import folder_splits
 from omnimae.masking import MaskIndices, random_masking, tube_masking
@@ -25,7 +25,6 @@ from omnimae.tokenizers import ChannelPatchTokenizer, PatchTokenizer2D, TubeToke
 
 ARRAY_SUFFIXES = {".npy", ".nc", ".zarr", ".tif", ".tiff"}
 TOKENIZERS = ("patch2d", "tube", "channel")
-STD_FLOOR = 1e-3  # a crop's std counts as at least this share of its whole array's std
 
 
 @register_modality("array")
@@ -100,9 +99,7 @@ class ArrayAdapter(ModalityAdapter):
 
         x = shown(x)
         if not mask:
-            ref = x if reference is None else shown(reference)
-            lo, hi = ref.amin(dim=(2, 3), keepdim=True), ref.amax(dim=(2, 3), keepdim=True)
-            x = ((x - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
+            x = minmax(x, (2, 3), None if reference is None else shown(reference))
         return x[:, 0].unsqueeze(-1)
 
 
@@ -168,15 +165,13 @@ class ArrayDataset(Dataset):
         g = torch.Generator().manual_seed(seed) if (self.train and seed is not None) else None
         starts = [int(torch.randint(0, a - b + 1, (1,), generator=g)) if g else (a - b) // 2
                   for a, b in zip(x.shape[1:], d.shape[1:])]
-        axes = tuple(range(1, x.ndim))
-        whole_std = x.std(dim=axes, keepdim=True) if d.normalization == "sample" else None
+        whole_std = x.std(dim=tuple(range(1, x.ndim)), keepdim=True) if d.normalization == "sample" else None
         x = x[(slice(None), *[slice(s, s + b) for s, b in zip(starts, d.shape[1:])])]  # crop to shape
         if d.normalization == "sample":  # per sample and channel, the crop's std floored (see ArrayData)
             flat = torch.nonzero(whole_std.flatten() == 0).flatten().tolist()
             if flat:
                 raise DataError(f"{path}: channel(s) {flat} are constant over the whole array and cannot be standardized")
-            std = torch.maximum(x.std(dim=axes, keepdim=True), STD_FLOOR * whole_std)
-            x = (x - x.mean(dim=axes, keepdim=True)) / std
+            x = standardize_crop(x, whole_std)
         elif d.normalization == "given":
             view = (-1,) + (1,) * (x.ndim - 1)
             x = (x - torch.tensor(d.mean).view(view)) / torch.tensor(d.std).view(view)
@@ -187,7 +182,7 @@ class ArrayData:
     """A folder of array files (one sample each; class subfolders give labels).
 
     normalization=sample standardizes each crop per channel by its own mean and std, the std floored
-    at STD_FLOOR times the whole array's: a blank crop of a sparse array becomes zeros instead of
+    by the whole array's (standardize_crop): a blank crop of a sparse array becomes zeros instead of
     failing. A channel constant over the whole array is an error, found when the folder is scanned.
     """
 

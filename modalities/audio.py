@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from omnimae.adapter import ModalityAdapter, register_modality
+from omnimae.adapter import ModalityAdapter, minmax, register_modality
 from omnimae.files import DecodedCache, find_files, folder_splits
 from omnimae.errors import ConfigError, DataError
 from omnimae.masking import MaskIndices, explicit_masking, num_visible
@@ -597,8 +597,6 @@ class AudioAdapter(ModalityAdapter):
         min-max scaled per sample (by the reference's range when given)."""
         img = x.float()[:, 0].transpose(1, 2).flip(1)  # [B, F, T]: frequency runs upward
         if not mask:
-            ref = img if reference is None else reference.float()[:, 0]
-            lo = ref.amin(dim=(1, 2), keepdim=True)
-            hi = ref.amax(dim=(1, 2), keepdim=True)
-            img = ((img - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
+            ref = None if reference is None else reference.float()[:, 0]  # (its range: the layout does not matter)
+            img = minmax(img, (1, 2), ref, eps=1e-12)
         return img.unsqueeze(-1)

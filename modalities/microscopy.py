@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from omnimae.adapter import ModalityAdapter, register_modality
+from omnimae.adapter import ModalityAdapter, minmax, register_modality, standardize_crop
 from omnimae.errors import ConfigError, DataError
 from omnimae.masking import MaskIndices, host_draws, random_masking
 from omnimae.patches import Patches
@@ -138,33 +138,24 @@ class MicroscopyAdapter(ModalityAdapter):
         (by the reference's range when given)."""
         x = self.pixels(x).float()
         if not mask:
-            ref = x if reference is None else self.pixels(reference).float()
-            lo = ref.amin(dim=(2, 3), keepdim=True)
-            hi = ref.amax(dim=(2, 3), keepdim=True)
-            x = ((x - lo) / (hi - lo).clamp_min(1e-6)).clamp(0, 1)
+            x = minmax(x, (2, 3), None if reference is None else self.pixels(reference).float())
         return rearrange(x, "b c h w -> b h (c w)").unsqueeze(-1)
 
 
 # --- data ----------------------------------------------------------------------------------
-STD_FLOOR = 1e-3  # a crop's std counts as at least this share of its whole image's std
-
-
 def standardize(pixels: torch.Tensor, names: Sequence[str], stats: dict | None, source: str,
                 image_std: torch.Tensor | None = None) -> torch.Tensor:
     """Per image and channel (CA-MAE's self-standardization), or by dataset statistics per channel name.
 
-    Per image, a crop is standardized by its own mean and std, the std floored at STD_FLOOR times
-    image_std ([C, 1, 1], the std of the whole image the crop was cut from): a blank crop of a
-    sparse image (empty background) becomes zeros instead of failing. Only a channel constant over
-    the whole image is an error."""
+    Per image, a crop is standardized by its own mean and std, floored by image_std ([C, 1, 1], the
+    std of the whole image the crop was cut from; see standardize_crop): a blank crop of a sparse
+    image becomes zeros. Only a channel constant over the whole image is an error."""
     if stats is None:
-        mean = pixels.mean(dim=(1, 2), keepdim=True)
-        std = pixels.std(dim=(1, 2), keepdim=True)
-        whole = std if image_std is None else image_std
+        whole = pixels.std(dim=(1, 2), keepdim=True) if image_std is None else image_std
         flat = [names[i] for i in torch.nonzero(whole.flatten() == 0).flatten().tolist()]
         if flat:
             raise DataError(f"{source}: channel(s) {flat} are constant and cannot be standardized")
-        return (pixels - mean) / torch.maximum(std, STD_FLOOR * whole)
+        return standardize_crop(pixels, whole)
     missing = [n for n in names if n not in stats]
     if missing:
         raise DataError(f"{source}: no dataset statistics for channel(s) {missing} (data.stats)")

@@ -297,14 +297,14 @@ def _decode(path: Path, wanted: list[int], fmt: str, mode: Literal["seek", "pts"
     identified by timestamp (index = (pts - start_time) x time_base x frame rate); "pts": from the
     start, identified from the first decoded frame's timestamp, or counted where timestamps are
     missing; "count": from the start, numbered by their position in decode output. AVI stores no
-    presentation timestamps (PyAV's come out of order with B-frames), so it is always counted;
-    timestamps that do not rise strictly in output order raise _Untimed.
+    presentation timestamps (PyAV's come out of order with B-frames), so it is always counted, in
+    the same pass; elsewhere, timestamps that do not rise strictly in output order raise _Untimed.
     """
     got: dict[int, np.ndarray] = {}
     with _open(path) as container:
         stream = _video_stream(container, path)
-        if mode != "count" and "avi" in (container.format.name or "").split(","):
-            raise _Untimed
+        if "avi" in (container.format.name or "").split(","):
+            mode = "count"  # no presentation timestamps to seek by or number with
         tb, rate = stream.time_base, _rate(stream)
         timed = bool(tb and rate) and mode != "count"
         seek = mode == "seek"

@@ -112,5 +112,4 @@ class Forecaster:
             chunk = images[i : i + self.batch_size].to(self.device)
             out = self.model.forward_modality(chunk, self.modality, mask=mask.expand(chunk.shape[0], -1))
             recon.append(self.adapter.untokenize(out.patches.replace(out.pred.float())).cpu())
-        y = read_back(torch.cat(recon).double(), geo, means, stdev)  # [B, horizon, V]
-        return y.double().numpy()
+        return read_back(torch.cat(recon).double(), geo, means, stdev).numpy()  # [B, horizon, V], float64

@@ -353,9 +353,12 @@ class MAEPretrainer(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         return self._step(batch, self.mask_generator(1, batch_idx), "val")  # the same masks every time
 
+    def effective_batch(self, trainer) -> int:
+        return self.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+
     def peak_lr(self, trainer) -> float:
         """lr = base_lr x effective batch / 256 (the MAE recipe); optim.min_lr must not lie above it."""
-        effective_batch = self.batch_size * trainer.world_size * trainer.accumulate_grad_batches
+        effective_batch = self.effective_batch(trainer)
         lr = self.optim.base_lr * effective_batch / 256
         if self.optim.min_lr > lr:
             raise ConfigError(
@@ -367,7 +370,6 @@ class MAEPretrainer(L.LightningModule):
 
     def configure_optimizers(self):
         trainer = self.trainer
-        effective_batch = self.batch_size * trainer.world_size * trainer.accumulate_grad_batches
         lr = self.peak_lr(trainer)
         groups = param_groups_weight_decay(
             self.model, weight_decay=self.optim.weight_decay, no_weight_decay_list=self.model.no_weight_decay()
@@ -394,7 +396,7 @@ class MAEPretrainer(L.LightningModule):
         # the step, so a run resumed with a larger trainer.max_steps continues the longer cosine
         schedule = partial(lr_factor, warmup=warmup, total=total, floor=self.optim.min_lr / lr)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
-        log.info("lr %.3g (base_lr %.3g x effective batch %d / 256), %d warm-up of %d steps", lr, self.optim.base_lr, effective_batch, warmup, total)
+        log.info("lr %.3g (base_lr %.3g x effective batch %d / 256), %d warm-up of %d steps", lr, self.optim.base_lr, self.effective_batch(trainer), warmup, total)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
