@@ -19,7 +19,6 @@ from torch.utils.data import Dataset
 from omnimae.adapter import ModalityAdapter, minmax, register_modality, standardize_crop
 from omnimae.errors import ConfigError, DataError
 from omnimae.files import folder_splits
-from omnimae.masking import MaskIndices, random_masking, tube_masking
 from omnimae.patches import Patches
 from omnimae.tokenizers import ChannelPatchTokenizer, PatchTokenizer2D, TubeTokenizer
 
@@ -31,6 +30,8 @@ TOKENIZERS = ("patch2d", "tube", "channel")
 class ArrayAdapter(ModalityAdapter):
     """Samples [C, H, W] (patch2d, channel) or [C, T, H, W] (tube), already normalized by the data."""
 
+    maskings = ("random", "tube")
+
     def __init__(
         self,
         *,
@@ -41,7 +42,7 @@ class ArrayAdapter(ModalityAdapter):
         patch_size: int = 16,
         tubelet_size: int = 2,
         mask_ratio: float = 0.75,
-        masking: str = "random",
+        masking: str | None = None,
         norm_pix_loss: bool = True,
     ):
         if tokenizer not in TOKENIZERS:
@@ -53,18 +54,18 @@ class ArrayAdapter(ModalityAdapter):
             raise ConfigError("patch_size", f"{patch_size} must divide the spatial size {list(shape[-2:])}")
         if tokenizer == "tube" and (tubelet_size < 1 or shape[1] % tubelet_size):
             raise ConfigError("tubelet_size", f"{tubelet_size} must divide the time size {shape[1]}")
-        if masking not in ("random", "tube") or (masking == "tube" and tokenizer != "tube"):
+        if masking not in (None, "random", "tube") or (masking == "tube" and tokenizer != "tube"):
             raise ConfigError("masking", f"must be random (any tokenizer) or tube (tube tokenizer), got {masking!r}")
         c = shape[0]
-        self.tokenizer_kind, self.shape, self.masking = tokenizer, tuple(shape), masking
         if tokenizer == "patch2d":
-            self.tokenizer, patch_dim = PatchTokenizer2D(patch_size, c), patch_size * patch_size * c
+            tok = PatchTokenizer2D(patch_size, c)
         elif tokenizer == "tube":
-            self.tokenizer, patch_dim = TubeTokenizer(tubelet_size, patch_size, c), tubelet_size * patch_size * patch_size * c
+            tok = TubeTokenizer(tubelet_size, patch_size, c)
         else:
-            self.tokenizer, patch_dim = ChannelPatchTokenizer(patch_size), patch_size * patch_size
-        super().__init__(embed_dim=embed_dim, decoder_embed_dim=decoder_embed_dim, patch_dim=patch_dim,
-                         mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss)
+            tok = ChannelPatchTokenizer(patch_size)
+        super().__init__(embed_dim=embed_dim, decoder_embed_dim=decoder_embed_dim, tokenizer=tok,
+                         mask_ratio=mask_ratio, masking=masking, norm_pix_loss=norm_pix_loss)
+        self.tokenizer_kind, self.shape = tokenizer, tuple(shape)
         if tokenizer == "channel":  # channel identity by a learned embedding per channel index
             self.position_axes = (1, 2)
             self.channel_embed = nn.Parameter(torch.randn(c, embed_dim) * 0.02)
@@ -76,14 +77,6 @@ class ArrayAdapter(ModalityAdapter):
         table = self.decoder_channel_embed if decoder else self.channel_embed
         _, gh, gw = patches.grid
         return table.repeat_interleave(gh * gw, dim=0)  # [C*N, D]
-
-    def mask(self, patches: Patches, *, noise=None, generator=None) -> MaskIndices:
-        b, n, _ = patches.values.shape
-        device = patches.values.device
-        if self.masking == "tube":
-            gt, gh, gw = patches.grid
-            return tube_masking(b, gt, gh * gw, self.mask_ratio, noise=noise, generator=generator, device=device)
-        return random_masking(b, n, self.mask_ratio, noise=noise, generator=generator, device=device)
 
     def to_display(self, x: torch.Tensor, mask: bool = False, reference: torch.Tensor | None = None) -> torch.Tensor:
         """Channel 0 (of the middle time step for tubes), or every channel side by side for `channel`,

@@ -15,7 +15,6 @@ import logging
 import math
 import multiprocessing
 import struct
-from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -26,8 +25,6 @@ from torch.utils.data import Dataset
 from omnimae.adapter import ModalityAdapter, minmax, register_modality
 from omnimae.files import DecodedCache, find_files, folder_splits
 from omnimae.errors import ConfigError, DataError
-from omnimae.masking import MaskIndices, explicit_masking, num_visible
-from omnimae.patches import Patches
 from omnimae.tokenizers import PatchTokenizer2D
 
 log = logging.getLogger("omnimae")
@@ -38,7 +35,6 @@ AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
 FRAME_LENGTH_MS = 25.0
 FRAME_SHIFT_MS = 10.0
 MIN_SAMPLE_RATE = 1000  # below this a header is far more likely corrupt than meaningful
-MASKINGS = ("random", "time_frequency")
 
 
 # --- features ------------------------------------------------------------------------------
@@ -480,58 +476,12 @@ def run_stats(root: str | Path, sample_rate: int = 16000, target_length: int = 1
     return result
 
 
-# --- masking -------------------------------------------------------------------------------
-@lru_cache(maxsize=64)
-def time_frequency_plan(grid_t: int, grid_f: int, mask_ratio: float) -> tuple[int, int]:
-    """(visible time columns, visible frequency rows) for a time-frequency mask near mask_ratio.
-
-    The visible tokens are the crossings of the visible columns and rows, so their count is the
-    product; the pair whose product is nearest the random masking's visible count wins, ties going
-    to the pair that keeps similar shares of both axes.
-    """
-    target = num_visible(grid_t * grid_f, mask_ratio)
-    best, best_score = None, None
-    for kf in range(1, grid_f + 1):
-        for kt in range(1, grid_t + 1):
-            if kt == grid_t and kf == grid_f:
-                continue  # something must be hidden
-            score = (abs(kt * kf - target), abs(math.log((kt / grid_t) / (kf / grid_f))))
-            if best_score is None or score < best_score:
-                best, best_score = (kt, kf), score
-    if best is None:
-        raise ConfigError("masking", f"a {grid_t}x{grid_f} token grid has no time-frequency mask; it needs 2+ tokens")
-    return best
-
-
-def time_frequency_masking(
-    batch: int,
-    grid_t: int,
-    grid_f: int,
-    mask_ratio: float,
-    *,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-) -> MaskIndices:
-    """AudioMAE-style structured masking: whole time columns and whole frequency rows hidden.
-
-    Tokens are in (t, f) row-major order. Every sample hides the same number of tokens (the same
-    count of columns and rows, chosen by `time_frequency_plan`), at random places per sample.
-    """
-    keep_t, keep_f = time_frequency_plan(grid_t, grid_f, float(mask_ratio))
-    noise_t = torch.rand(batch, grid_t, generator=generator, device=device)
-    noise_f = torch.rand(batch, grid_f, generator=generator, device=device)
-    vis_t = torch.zeros(batch, grid_t, device=noise_t.device)
-    vis_t.scatter_(1, noise_t.argsort(dim=1)[:, :keep_t], 1.0)  # [B, T], 1 = visible column
-    vis_f = torch.zeros(batch, grid_f, device=noise_f.device)
-    vis_f.scatter_(1, noise_f.argsort(dim=1)[:, :keep_f], 1.0)  # [B, F], 1 = visible row
-    visible = vis_t[:, :, None] * vis_f[:, None, :]  # [B, T, F]
-    return explicit_masking(1.0 - visible.reshape(batch, grid_t * grid_f))
-
-
 # --- the adapter ---------------------------------------------------------------------------
 @register_modality("audio")
 class AudioAdapter(ModalityAdapter):
     """Log-mel spectrograms [B, 1, T, F] (normalized) <-> 16x16 patches over (time, frequency)."""
+
+    maskings = ("random", "time_frequency")
 
     def __init__(
         self,
@@ -542,7 +492,7 @@ class AudioAdapter(ModalityAdapter):
         mel_bins: int = 128,
         patch_size: int = 16,
         mask_ratio: float = 0.8,
-        masking: str = "random",
+        masking: str | None = None,
         norm_pix_loss: bool = True,
         sample_rate: int = 16000,
         mean: float = AUDIOSET_MEAN,
@@ -555,30 +505,19 @@ class AudioAdapter(ModalityAdapter):
             raise ConfigError("target_length", f"{target_length} frames is not a multiple of patch_size {patch_size}")
         if mel_bins % patch_size:
             raise ConfigError("mel_bins", f"{mel_bins} is not a multiple of patch_size {patch_size}")
-        if masking not in MASKINGS:
-            raise ConfigError("masking", f"unknown masking {masking!r}; choose from {', '.join(MASKINGS)}")
         if (target_length // patch_size) * (mel_bins // patch_size) < 2:
             raise ConfigError("target_length", f"{target_length}x{mel_bins} gives a single {patch_size}x{patch_size} patch; masking needs 2+")
         super().__init__(
             embed_dim=embed_dim,
             decoder_embed_dim=decoder_embed_dim,
-            patch_dim=patch_size * patch_size,
+            tokenizer=PatchTokenizer2D(patch_size, in_chans=1),
             mask_ratio=mask_ratio,
+            masking=masking,
             norm_pix_loss=norm_pix_loss,
         )
         self.target_length, self.mel_bins, self.patch_size = target_length, mel_bins, patch_size
-        self.masking, self.sample_rate = masking, sample_rate
+        self.sample_rate = sample_rate
         self.mean, self.std = float(mean), float(std)
-        self.tokenizer = PatchTokenizer2D(patch_size, in_chans=1)
-
-    def mask(self, patches: Patches, *, noise=None, generator=None) -> MaskIndices:
-        """Random (the MAE paper's) or time-frequency masking; given noise always means random."""
-        if self.masking == "random" or noise is not None:
-            return super().mask(patches, noise=noise, generator=generator)
-        grid_t, grid_f = patches.grid
-        return time_frequency_masking(
-            patches.values.shape[0], grid_t, grid_f, self.mask_ratio, generator=generator, device=patches.values.device
-        )
 
     # normalization and its inverse, and reading a file as the model expects it
     def normalize(self, feats: torch.Tensor) -> torch.Tensor:

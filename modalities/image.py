@@ -33,6 +33,7 @@ class ImageAdapter(ModalityAdapter):
         patch_size: int = 16,
         in_chans: int = 3,
         mask_ratio: float = 0.75,
+        masking: str | None = None,
         norm_pix_loss: bool = True,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
@@ -43,12 +44,12 @@ class ImageAdapter(ModalityAdapter):
         super().__init__(
             embed_dim=embed_dim,
             decoder_embed_dim=decoder_embed_dim,
-            patch_dim=patch_size * patch_size * in_chans,
+            tokenizer=PatchTokenizer2D(patch_size, in_chans),
             mask_ratio=mask_ratio,
+            masking=masking,
             norm_pix_loss=norm_pix_loss,
         )
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
-        self.tokenizer = PatchTokenizer2D(patch_size, in_chans)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
 

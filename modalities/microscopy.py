@@ -22,7 +22,6 @@ from torchvision.transforms.v2 import functional as TF
 
 from omnimae.adapter import ModalityAdapter, minmax, register_modality, standardize_crop
 from omnimae.errors import ConfigError, DataError
-from omnimae.masking import MaskIndices, host_draws, random_masking
 from omnimae.patches import Patches
 from omnimae.tokenizers import ChannelPatchTokenizer
 
@@ -44,6 +43,7 @@ class MicroscopyAdapter(ModalityAdapter):
     """Inputs {"pixels": [B, C, H, W], "channel_ids": [B, C]}: tokens per (channel, patch), coords (c, h, w)."""
 
     position_axes = (1, 2)  # sin-cos of (h, w); channel identity comes from the learned embedding
+    maskings = ("channel_subset", "random")  # CA-MAE: random over channel x space, sometimes whole channels
 
     def __init__(
         self,
@@ -54,6 +54,7 @@ class MicroscopyAdapter(ModalityAdapter):
         img_size: int = 224,
         patch_size: int = 16,
         mask_ratio: float = 0.75,
+        masking: str | None = None,
         norm_pix_loss: bool = True,
         channel_subset_prob: float = 0.5,
         unknown_channel: str = "shared",
@@ -66,13 +67,12 @@ class MicroscopyAdapter(ModalityAdapter):
             raise ConfigError("channel_subset_prob", f"must lie in [0, 1], got {channel_subset_prob}")
         if unknown_channel not in ("shared", "error"):
             raise ConfigError("unknown_channel", f"must be shared or error, got {unknown_channel!r}")
-        super().__init__(embed_dim=embed_dim, decoder_embed_dim=decoder_embed_dim, patch_dim=patch_size * patch_size,
-                         mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss)
+        super().__init__(embed_dim=embed_dim, decoder_embed_dim=decoder_embed_dim, tokenizer=ChannelPatchTokenizer(patch_size),
+                         mask_ratio=mask_ratio, masking=masking, norm_pix_loss=norm_pix_loss)
         self.channels, self.img_size, self.patch_size = list(channels), img_size, patch_size
         self.channel_subset_prob, self.unknown_channel = channel_subset_prob, unknown_channel
         self.channel_embed = nn.Parameter(torch.randn(len(channels), embed_dim) * 0.02)
         self.decoder_channel_embed = nn.Parameter(torch.randn(len(channels), decoder_embed_dim) * 0.02)
-        self.tokenizer = ChannelPatchTokenizer(patch_size)
 
     # --- tokens ---------------------------------------------------------------------------
     def pixels(self, x) -> torch.Tensor:
@@ -108,23 +108,8 @@ class MicroscopyAdapter(ModalityAdapter):
         return per_channel.repeat_interleave(gh * gw, dim=0)  # [C*N, D], channel-major like the tokens
 
     # --- masking: random over channel x space, sometimes hiding whole channels ---------------
-    def mask(self, patches: Patches, *, noise=None, generator=None) -> MaskIndices:
-        b, n, _ = patches.values.shape
-        c = patches.grid[0]
-        device = patches.values.device
-        if noise is not None or c < 2 or self.channel_subset_prob == 0:
-            return random_masking(b, n, self.mask_ratio, noise=noise, generator=generator, device=device)
-        draw = host_draws(c + 1, generator)
-        if draw[0] >= self.channel_subset_prob:
-            return random_masking(b, n, self.mask_ratio, generator=generator, device=device)
-        # the encoder sees a random subset of the channels (shared by the batch); the rest are hidden
-        keep_channels = draw[1:] < 0.5
-        if not keep_channels.any():
-            keep_channels[int(torch.argmin(draw[1:]))] = True
-        per_token = keep_channels.repeat_interleave(n // c).to(device)  # [N]
-        noise = torch.rand(b, n, generator=generator, device=device) + (~per_token).float() * 2  # dropped: never kept
-        num_keep = max(1, int(int(keep_channels.sum()) * (n // c) * (1 - self.mask_ratio)))  # host values: no sync
-        return random_masking(b, n, self.mask_ratio, noise=noise, num_keep=num_keep)
+    def masking_params(self) -> dict:
+        return {"channel_subset_prob": self.channel_subset_prob} if self.masking == "channel_subset" else {}
 
     def group_features(self, latent: torch.Tensor, patches: Patches) -> dict[str, torch.Tensor]:
         """Per-channel embeddings: the mean of each channel's tokens, by channel name ([B, D] each)."""

@@ -20,7 +20,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from omnimae.adapter import register_modality
 from omnimae.errors import ConfigError, DataError
-from omnimae.masking import MaskIndices, explicit_masking, host_draws, random_masking
+from omnimae.masking import right_columns_mask
 from omnimae.patches import Patches
 from .image import ImageAdapter
 
@@ -87,9 +87,7 @@ class RasterGeometry:
 
     def mask(self) -> torch.Tensor:
         """[num_patch^2] token mask: 1 for the right-hand (future) patch columns."""
-        m = torch.ones(self.num_patch, self.num_patch)
-        m[:, : self.num_patch_input] = 0
-        return m.reshape(-1)
+        return right_columns_mask(self.num_patch, self.num_patch, self.num_patch_input)
 
     def check(self) -> None:
         if self.output_width * self.periodicity < self.pad_left + self.context_len + self.pred_len:
@@ -134,6 +132,8 @@ def read_back(images: torch.Tensor, geo: RasterGeometry, means: torch.Tensor, st
 class TimeSeriesAdapter(ImageAdapter):
     """Rasterized series through 2D patches; in training, right-hand (future) masks mix with random ones."""
 
+    maskings = ("future_or_random", "random")
+
     def __init__(
         self,
         *,
@@ -177,20 +177,11 @@ class TimeSeriesAdapter(ImageAdapter):
     def geometry(self, context_len: int, pred_len: int, periodicity: int) -> RasterGeometry:
         return RasterGeometry(context_len, pred_len, periodicity, self.img_size, self.patch_size, self.align_const, self.interpolation)
 
-    def mask(self, patches: Patches, *, noise=None, generator=None) -> MaskIndices:
-        """Random masking, or (with future_mask_prob) every column right of a random split: a forecast task."""
-        b, n, _ = patches.values.shape
-        device = patches.values.device
-        if noise is None and self.future_mask_prob > 0:
-            draw = host_draws(2, generator)
-            if draw[0] < self.future_mask_prob:
-                cols = self.img_size // self.patch_size
-                lo, hi = self.visible_columns  # the range forecasting uses (align_const 0.4: 2-6 columns)
-                visible = lo + int(draw[1] * (hi - lo + 1))
-                m = torch.ones(cols, cols, device=device)
-                m[:, :visible] = 0
-                return explicit_masking(m.reshape(1, -1).expand(b, -1))
-        return random_masking(b, n, self.mask_ratio, noise=noise, generator=generator, device=device)
+    def masking_params(self) -> dict:
+        if self.masking != "future_or_random":
+            return {}
+        lo, hi = self.visible_columns  # the range forecasting uses (align_const 0.4: 2-6 columns)
+        return {"future_mask_prob": self.future_mask_prob, "min_visible_columns": lo, "max_visible_columns": hi}
 
     def to_display(self, x: torch.Tensor, mask: bool = False, reference: torch.Tensor | None = None) -> torch.Tensor:
         if mask:  # (a fixed mapping: reference is not needed)

@@ -34,7 +34,6 @@ from torchvision.transforms.v2 import functional as TF
 from omnimae.adapter import ModalityAdapter, check_channels, register_modality
 from omnimae.files import folder_splits
 from omnimae.errors import ConfigError, DataError
-from omnimae.masking import MaskIndices, tube_masking
 from omnimae.patches import Patches
 from omnimae.tokenizers.tube import TubeTokenizer
 
@@ -52,6 +51,7 @@ class VideoAdapter(ModalityAdapter):
     """Clips [B, C, T, H, W] (normalized) <-> tubes of tubelet_size x patch_size x patch_size x C."""
 
     max_display_frames = 8
+    maskings = ("tube", "random")  # VideoMAE's tube masking by default
 
     def __init__(
         self,
@@ -64,6 +64,7 @@ class VideoAdapter(ModalityAdapter):
         tubelet_size: int = 2,
         in_chans: int = 3,
         mask_ratio: float = 0.9,
+        masking: str | None = None,
         norm_pix_loss: bool = True,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
@@ -80,32 +81,15 @@ class VideoAdapter(ModalityAdapter):
         super().__init__(
             embed_dim=embed_dim,
             decoder_embed_dim=decoder_embed_dim,
-            patch_dim=tubelet_size * patch_size * patch_size * in_chans,
+            tokenizer=TubeTokenizer(tubelet_size, patch_size, in_chans),
             mask_ratio=mask_ratio,
+            masking=masking,
             norm_pix_loss=norm_pix_loss,
         )
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.num_frames, self.tubelet_size = num_frames, tubelet_size
-        self.tokenizer = TubeTokenizer(tubelet_size, patch_size, in_chans)
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)  # [C]
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
-
-    def mask(
-        self,
-        patches: Patches,
-        *,
-        noise: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> MaskIndices:
-        """Tube masking: one spatial mask per sample, repeated over every tubelet frame.
-
-        noise, if given, is [B, (H/p)(W/p)]: one value per spatial position.
-        """
-        b = patches.values.shape[0]
-        gt, gh, gw = patches.grid
-        return tube_masking(
-            b, gt, gh * gw, self.mask_ratio, noise=noise, generator=generator, device=patches.values.device
-        )
 
     # --- VideoMAE's target: per tube, per channel, in [0, 1] pixel space --------------------
     def _pixels(self, values: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from omnimae.errors import ConfigError
-from omnimae.masking import MaskIndices, random_masking
+from omnimae.masking import MaskIndices, masking_strategy
 from omnimae.patches import Patches
 
 MODALITIES: dict[str, type["ModalityAdapter"]] = {}
@@ -65,22 +65,30 @@ class ModalityAdapter(nn.Module):
     # which coordinate axes feed the fixed sin-cos positions (None: all); e.g. (1, 2) takes (h, w)
     # of (c, h, w) when channel identity comes from token_embeddings instead
     position_axes: ClassVar[tuple[int, ...] | None] = None
+    # the masking strategies (omnimae.masking's registry) that fit this adapter's token grid; the first is the default
+    maskings: ClassVar[tuple[str, ...]] = ("random",)
 
     def __init__(
         self,
         *,
         embed_dim: int,
         decoder_embed_dim: int,
-        patch_dim: int,
+        tokenizer,
         mask_ratio: float,
+        masking: str | None = None,
         norm_pix_loss: bool = True,
     ):
         super().__init__()
         if not 0.0 < mask_ratio < 1.0:
             raise ConfigError("mask_ratio", f"must lie in (0, 1), got {mask_ratio}")
+        masking = masking or self.maskings[0]
+        if masking not in self.maskings:
+            raise ConfigError("masking", f"{masking!r} does not fit the {self.modality} adapter; choose from {', '.join(self.maskings)}")
         self.mask_ratio = float(mask_ratio)
+        self.masking = masking
         self.norm_pix_loss = bool(norm_pix_loss)
-        self.patch_dim = patch_dim
+        self.tokenizer = tokenizer
+        self.patch_dim = patch_dim = tokenizer.patch_dim
         self.stem = nn.Linear(patch_dim, embed_dim)  # P -> D
         self.head = nn.Linear(decoder_embed_dim, patch_dim)  # D_dec -> P
         # zero-initialized, so a single-modality model equals the reference MAE at start
@@ -101,22 +109,23 @@ class ModalityAdapter(nn.Module):
         identity; `decoder` selects the decoder's width. None: positions and modality embedding only."""
         return None
 
+    def group_features(self, latent: torch.Tensor, patches: Patches) -> dict[str, torch.Tensor]:
+        """Embeddings of token groups by name ([B, D] each), e.g. one per microscopy channel, from the
+        encoder's patch tokens latent [B, N, D]. Empty: the adapter has no groups."""
+        return {}
+
     def pixels(self, x) -> torch.Tensor:
         """The model-space tensor of a batch (adapters whose batches carry more than a tensor override this)."""
         return x
 
     # --- masking and target -------------------------------------------------------------
-    def mask(
-        self,
-        patches: Patches,
-        *,
-        noise: torch.Tensor | None = None,
-        generator: torch.Generator | None = None,
-    ) -> MaskIndices:
-        b, n, _ = patches.values.shape
-        return random_masking(
-            b, n, self.mask_ratio, noise=noise, generator=generator, device=patches.values.device
-        )
+    def masking_params(self) -> dict:
+        """Keyword parameters of the configured masking strategy (e.g. channel_subset_prob)."""
+        return {}
+
+    def mask(self, patches: Patches, *, generator: torch.Generator | None = None) -> MaskIndices:
+        """The configured strategy's mask for this batch (same visible count for every sample)."""
+        return masking_strategy(self.masking)(patches, self.mask_ratio, generator=generator, **self.masking_params())
 
     def target(self, patches: Patches) -> torch.Tensor:
         """Reconstruction target [B, N, P]: per-patch normalized when norm_pix_loss."""

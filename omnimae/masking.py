@@ -1,15 +1,54 @@
-"""Masking as index functions. Each returns (ids_keep [B, K], ids_restore [B, N], mask [B, N]).
+"""Masking as index functions, and the registry of strategies adapters choose from by name.
 
-mask is 1 for a masked (hidden) token and 0 for a visible one, as in the MAE paper;
-ids_restore un-shuffles [visible tokens, mask tokens] back to the original order.
+Every function returns MaskIndices(ids_keep [B, K], ids_restore [B, N], mask [B, N]): mask is 1
+for a masked (hidden) token and 0 for a visible one, as in the MAE paper; ids_restore un-shuffles
+[visible tokens, mask tokens] back to the original order. Every sample of a batch keeps the same
+visible count K, so the encoder's input is one dense [B, K, D] tensor.
+
+A strategy is `fn(patches, mask_ratio, *, generator=None, **params) -> MaskIndices`, registered
+with `@register_masking(name)`. It reads the token grid (`patches.grid`) and the batch size and
+device from `patches.values`; its parameters come from the adapter's config. Adapters choose and
+configure a strategy (`masking: <name>`), they never plan masks themselves.
 """
 from __future__ import annotations
 
+import math
+from functools import lru_cache
+from typing import Callable, NamedTuple
+
 import torch
 
-MaskIndices = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+from omnimae.errors import ConfigError
+from omnimae.patches import Patches
 
 
+class MaskIndices(NamedTuple):
+    ids_keep: torch.Tensor  # [B, K] the visible tokens, in the order the encoder sees them
+    ids_restore: torch.Tensor  # [B, N] un-shuffles [visible, mask tokens] to the original order
+    mask: torch.Tensor  # [B, N] 1 = hidden, 0 = visible
+
+
+MaskingStrategy = Callable[..., MaskIndices]
+MASKINGS: dict[str, MaskingStrategy] = {}
+
+
+def register_masking(name: str):
+    """Function decorator: make a masking strategy known by name (adapters take `masking: <name>`)."""
+
+    def wrap(fn: MaskingStrategy) -> MaskingStrategy:
+        MASKINGS[name] = fn
+        return fn
+
+    return wrap
+
+
+def masking_strategy(name: str) -> MaskingStrategy:
+    if name not in MASKINGS:
+        raise ConfigError("masking", f"unknown masking {name!r}; registered: {', '.join(sorted(MASKINGS))}")
+    return MASKINGS[name]
+
+
+# --- counts --------------------------------------------------------------------------------
 def num_visible(num_tokens: int, mask_ratio: float) -> int:
     # int() truncation of the visible count, exactly as the MAE paper's code
     return max(1, int(num_tokens * (1 - mask_ratio)))
@@ -20,6 +59,7 @@ def tube_num_visible(tokens_per_frame: int, mask_ratio: float) -> int:
     return max(1, tokens_per_frame - int(mask_ratio * tokens_per_frame))
 
 
+# --- primitives ----------------------------------------------------------------------------
 def random_masking(
     batch: int,
     num_tokens: int,
@@ -30,11 +70,8 @@ def random_masking(
     device: torch.device | str | None = None,
     num_keep: int | None = None,
 ) -> MaskIndices:
-    """Per-sample random masking by argsort of uniform noise (the MAE paper's).
-
-    num_keep overrides the visible count that mask_ratio gives (e.g. when some tokens carry
-    noise above 1 so that they are always hidden).
-    """
+    """Per-sample random masking by argsort of uniform noise [B, N] (the MAE paper's): the tokens with
+    the smallest noise stay visible. num_keep overrides the visible count that mask_ratio gives."""
     if noise is None:
         noise = torch.rand(batch, num_tokens, generator=generator, device=device)  # [B, N]
     elif noise.shape != (batch, num_tokens):
@@ -46,7 +83,7 @@ def random_masking(
     mask = torch.ones(batch, num_tokens, device=noise.device)
     mask[:, :len_keep] = 0
     mask = torch.gather(mask, 1, ids_restore)
-    return ids_keep, ids_restore, mask
+    return MaskIndices(ids_keep, ids_restore, mask)
 
 
 def explicit_masking(mask: torch.Tensor) -> MaskIndices:
@@ -58,31 +95,15 @@ def explicit_masking(mask: torch.Tensor) -> MaskIndices:
     len_keep = mask.shape[1] - int(hidden[0].item())
     ids_shuffle = torch.argsort(mask, dim=1, stable=True)  # visible first, each group in order
     ids_restore = torch.argsort(ids_shuffle, dim=1)
-    return ids_shuffle[:, :len_keep], ids_restore, mask
+    return MaskIndices(ids_shuffle[:, :len_keep], ids_restore, mask)
 
 
-def tube_masking(
-    batch: int,
-    num_frames: int,
-    tokens_per_frame: int,
-    mask_ratio: float,
-    *,
-    noise: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
-    device: torch.device | str | None = None,
-) -> MaskIndices:
-    """VideoMAE tube masking: one spatial mask repeated over every (t-major) frame, hiding
-    int(mask_ratio * S) of its S tokens as VideoMAE does (176 of 196 at 0.9, where MAE's rule hides 177)."""
-    _, _, spatial = random_masking(
-        batch, tokens_per_frame, mask_ratio, noise=noise, generator=generator, device=device,
-        num_keep=tube_num_visible(tokens_per_frame, mask_ratio),
-    )  # [B, S]
-    return explicit_masking(spatial.repeat(1, num_frames))  # [B, T*S]
-
-
-def gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """x [B, N, D], ids [B, K] -> [B, K, D]."""
-    return torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+def right_columns_mask(rows: int, cols: int, visible_columns: int, device=None) -> torch.Tensor:
+    """[rows * cols] row-major token mask hiding every column from `visible_columns` on: the future
+    of a rasterized series (time runs along the columns)."""
+    m = torch.ones(rows, cols, device=device)
+    m[:, :visible_columns] = 0
+    return m.reshape(-1)
 
 
 def host_draws(n: int, generator: torch.Generator | None) -> torch.Tensor:
@@ -91,3 +112,125 @@ def host_draws(n: int, generator: torch.Generator | None) -> torch.Tensor:
     GPU, so choosing a masking strategy costs no device synchronization."""
     host = torch.Generator().manual_seed(generator.initial_seed()) if generator is not None else None
     return torch.rand(n, generator=host)
+
+
+def gather_tokens(x: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """x [B, N, D], ids [B, K] -> [B, K, D]."""
+    return torch.gather(x, 1, ids.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+def _shape(patches: Patches) -> tuple[int, int, torch.device]:
+    b, n, _ = patches.values.shape
+    return b, n, patches.values.device
+
+
+# --- strategies ----------------------------------------------------------------------------
+@register_masking("random")
+def random_strategy(patches: Patches, mask_ratio: float, *, generator: torch.Generator | None = None) -> MaskIndices:
+    """The MAE paper's: an independent random subset of the tokens per sample."""
+    b, n, device = _shape(patches)
+    return random_masking(b, n, mask_ratio, generator=generator, device=device)
+
+
+def tube_masking(batch: int, num_frames: int, tokens_per_frame: int, mask_ratio: float, *,
+                 generator: torch.Generator | None = None, device: torch.device | str | None = None) -> MaskIndices:
+    """VideoMAE tube masking over t-major tokens: one spatial mask repeated over every frame, hiding
+    int(mask_ratio * S) of its S tokens as VideoMAE does (176 of 196 at 0.9, where MAE's rule hides 177)."""
+    _, _, spatial = random_masking(batch, tokens_per_frame, mask_ratio, generator=generator, device=device,
+                                   num_keep=tube_num_visible(tokens_per_frame, mask_ratio))  # [B, S]
+    return explicit_masking(spatial.repeat(1, num_frames))  # [B, T*S]
+
+
+@register_masking("tube")
+def tube_strategy(patches: Patches, mask_ratio: float, *, generator: torch.Generator | None = None) -> MaskIndices:
+    """Tokens on a (t, h, w) grid: the same (h, w) positions hidden in every frame (VideoMAE)."""
+    if len(patches.grid) != 3:
+        raise ConfigError("masking", f"tube masking needs a (t, h, w) token grid, got {patches.grid}")
+    b, _, device = _shape(patches)
+    gt, gh, gw = patches.grid
+    return tube_masking(b, gt, gh * gw, mask_ratio, generator=generator, device=device)
+
+
+@lru_cache(maxsize=64)
+def time_frequency_plan(grid_t: int, grid_f: int, mask_ratio: float) -> tuple[int, int]:
+    """(visible time columns, visible frequency rows) for a time-frequency mask near mask_ratio.
+
+    The visible tokens are the crossings of the visible columns and rows, so their count is the
+    product; the pair whose product is nearest the random masking's visible count wins, ties going
+    to the pair that keeps similar shares of both axes.
+    """
+    target = num_visible(grid_t * grid_f, mask_ratio)
+    best, best_score = None, None
+    for kf in range(1, grid_f + 1):
+        for kt in range(1, grid_t + 1):
+            if kt == grid_t and kf == grid_f:
+                continue  # something must be hidden
+            score = (abs(kt * kf - target), abs(math.log((kt / grid_t) / (kf / grid_f))))
+            if best_score is None or score < best_score:
+                best, best_score = (kt, kf), score
+    if best is None:
+        raise ConfigError("masking", f"a {grid_t}x{grid_f} token grid has no time-frequency mask; it needs 2+ tokens")
+    return best
+
+
+def time_frequency_masking(batch: int, grid_t: int, grid_f: int, mask_ratio: float, *,
+                           generator: torch.Generator | None = None, device: torch.device | str | None = None) -> MaskIndices:
+    """AudioMAE-style structured masking of (t, f) row-major tokens: whole time columns and whole
+    frequency rows hidden, the same counts (`time_frequency_plan`) at random places per sample."""
+    keep_t, keep_f = time_frequency_plan(grid_t, grid_f, float(mask_ratio))
+    noise_t = torch.rand(batch, grid_t, generator=generator, device=device)
+    noise_f = torch.rand(batch, grid_f, generator=generator, device=device)
+    vis_t = torch.zeros(batch, grid_t, device=noise_t.device)
+    vis_t.scatter_(1, noise_t.argsort(dim=1)[:, :keep_t], 1.0)  # [B, T], 1 = visible column
+    vis_f = torch.zeros(batch, grid_f, device=noise_f.device)
+    vis_f.scatter_(1, noise_f.argsort(dim=1)[:, :keep_f], 1.0)  # [B, F], 1 = visible row
+    visible = vis_t[:, :, None] * vis_f[:, None, :]  # [B, T, F]
+    return explicit_masking(1.0 - visible.reshape(batch, grid_t * grid_f))
+
+
+@register_masking("time_frequency")
+def time_frequency_strategy(patches: Patches, mask_ratio: float, *, generator: torch.Generator | None = None) -> MaskIndices:
+    """Tokens on a (t, f) grid: whole time columns and frequency rows hidden (AudioMAE)."""
+    if len(patches.grid) != 2:
+        raise ConfigError("masking", f"time-frequency masking needs a (t, f) token grid, got {patches.grid}")
+    b, _, device = _shape(patches)
+    return time_frequency_masking(b, *patches.grid, mask_ratio, generator=generator, device=device)
+
+
+@register_masking("channel_subset")
+def channel_subset_strategy(patches: Patches, mask_ratio: float, *, generator: torch.Generator | None = None,
+                            channel_subset_prob: float = 0.5) -> MaskIndices:
+    """Tokens on a (c, h, w) grid, channel-major: random over channel x space, and with probability
+    channel_subset_prob the encoder sees only a random subset of the channels (shared by the batch;
+    each channel kept with probability 1/2, at least one), mask_ratio of that subset's tokens hidden."""
+    b, n, device = _shape(patches)
+    c = patches.grid[0]
+    if c < 2 or channel_subset_prob == 0:
+        return random_masking(b, n, mask_ratio, generator=generator, device=device)
+    draw = host_draws(c + 1, generator)
+    if draw[0] >= channel_subset_prob:
+        return random_masking(b, n, mask_ratio, generator=generator, device=device)
+    keep_channels = draw[1:] < 0.5
+    if not keep_channels.any():
+        keep_channels[int(torch.argmin(draw[1:]))] = True
+    per_token = keep_channels.repeat_interleave(n // c).to(device)  # [N]
+    noise = torch.rand(b, n, generator=generator, device=device) + (~per_token).float() * 2  # dropped: never kept
+    num_keep = max(1, int(int(keep_channels.sum()) * (n // c) * (1 - mask_ratio)))  # host values: no sync
+    return random_masking(b, n, mask_ratio, noise=noise, num_keep=num_keep)
+
+
+@register_masking("future_or_random")
+def future_or_random_strategy(patches: Patches, mask_ratio: float, *, generator: torch.Generator | None = None,
+                              future_mask_prob: float = 0.5, min_visible_columns: int = 2,
+                              max_visible_columns: int = 7) -> MaskIndices:
+    """Tokens on an (h, w) grid of a rasterized series: with probability future_mask_prob every column
+    right of a random split (min..max visible columns) is hidden, a forecasting task; else random."""
+    b, n, device = _shape(patches)
+    if future_mask_prob > 0:
+        draw = host_draws(2, generator)
+        if draw[0] < future_mask_prob:
+            rows, cols = patches.grid
+            lo, hi = min_visible_columns, max_visible_columns
+            visible = lo + int(draw[1] * (hi - lo + 1))
+            return explicit_masking(right_columns_mask(rows, cols, visible, device).unsqueeze(0).expand(b, -1))
+    return random_masking(b, n, mask_ratio, generator=generator, device=device)

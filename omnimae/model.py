@@ -11,7 +11,7 @@ from torch import nn
 
 from omnimae.adapter import ModalityAdapter
 from omnimae.errors import ConfigError
-from omnimae.masking import explicit_masking, gather_tokens
+from omnimae.masking import explicit_masking, gather_tokens, random_masking
 from omnimae.patches import Patches
 from omnimae.pos_embed import sincos_pos_embed
 
@@ -174,13 +174,21 @@ class MaskedAutoencoder(nn.Module):
         mask: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
     ) -> MAEOutput:
-        """One modality's batch: tokenize, mask (given mask > given noise > generator), encode, decode."""
+        """One modality's batch: tokenize, mask, encode, decode.
+
+        The mask: a given mask [B, N] (1 = hidden) as it is; else given noise [B, N], the MAE paper's random
+        masking by its argsort (for checks against reference implementations); else the adapter's
+        configured strategy, drawn from generator.
+        """
         adapter = self.adapters[modality]
         patches = adapter.tokenize(x)
         if mask is not None:
             ids_keep, ids_restore, mask = explicit_masking(mask.to(patches.values.device))
+        elif noise is not None:
+            b, n, _ = patches.values.shape
+            ids_keep, ids_restore, mask = random_masking(b, n, adapter.mask_ratio, noise=noise.to(patches.values.device))
         else:
-            ids_keep, ids_restore, mask = adapter.mask(patches, noise=noise, generator=generator)
+            ids_keep, ids_restore, mask = adapter.mask(patches, generator=generator)
         latent = self.forward_encoder(patches, adapter, ids_keep)
         pred = self.forward_decoder(latent, adapter, ids_restore, patches)
         loss = self.forward_loss(adapter.target(patches), pred, mask)

@@ -18,6 +18,10 @@ class ChannelPatchTokenizer:
     def __init__(self, patch_size: int):
         self.patch_size = patch_size
 
+    @property
+    def patch_dim(self) -> int:
+        return self.patch_size * self.patch_size
+
     def patchify(self, x: torch.Tensor) -> Patches:
         if x.ndim != 4:
             raise ValueError(f"expected [B, C, H, W], got shape {tuple(x.shape)}")
