@@ -13,104 +13,32 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
-import struct
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from omnimae.adapter import ModalityAdapter, minmax, register_modality
+from omnimae.data.skip import SkipBudget, budget_for, load_or_stand_in, scan_splits
 from omnimae.files import DecodedCache, find_files, folder_splits
 from omnimae.errors import ConfigError, DataError
 from omnimae.tokenizers import PatchTokenizer2D
+
+from .readers.audio import (
+    AUDIO_SUFFIXES,
+    MIN_SAMPLE_RATE,
+    audio_info,
+    crop_start,
+    fbank_features,
+    log_mel,
+    read_audio,
+)
 
 log = logging.getLogger("omnimae")
 
 AUDIOSET_MEAN = -4.2677393  # AudioSet log-mel statistics used by AST and AudioMAE
 AUDIOSET_STD = 4.5689974
-AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
-FRAME_LENGTH_MS = 25.0
-FRAME_SHIFT_MS = 10.0
-MIN_SAMPLE_RATE = 1000  # below this a header is far more likely corrupt than meaningful
-
-
-# --- features ------------------------------------------------------------------------------
-def frame_geometry(sample_rate: int) -> tuple[int, int]:
-    """(window, shift) in samples, computed as torchaudio's Kaldi compliance code does."""
-    window = int(sample_rate * FRAME_LENGTH_MS * 0.001)
-    shift = int(sample_rate * FRAME_SHIFT_MS * 0.001)
-    return window, shift
-
-
-def num_frames(num_samples: int, sample_rate: int) -> int:
-    """Frames Kaldi's fbank gives for num_samples (snip_edges: only whole windows)."""
-    window, shift = frame_geometry(sample_rate)
-    return 0 if num_samples < window else 1 + (num_samples - window) // shift
-
-
-def kaldi_fbank(waveform: torch.Tensor, sample_rate: int, mel_bins: int = 128) -> torch.Tensor:
-    """The AudioMAE call of Kaldi's fbank on a waveform [N] or [1, N]: -> [frames, mel_bins]."""
-    import torchaudio.compliance.kaldi as kaldi
-
-    return kaldi.fbank(
-        waveform.reshape(1, -1),
-        htk_compat=True,
-        sample_frequency=sample_rate,
-        use_energy=False,
-        window_type="hanning",
-        num_mel_bins=mel_bins,
-        dither=0.0,
-        frame_length=FRAME_LENGTH_MS,
-        frame_shift=FRAME_SHIFT_MS,
-    )
-
-
-def fbank_features(waveform: torch.Tensor, sample_rate: int, mel_bins: int = 128) -> torch.Tensor:
-    """Log-mel filter banks of the whole clip, after removing its mean: [frames, mel_bins]."""
-    waveform = waveform.reshape(1, -1).float()
-    return kaldi_fbank(waveform - waveform.mean(), sample_rate, mel_bins)
-
-
-def crop_start(frames: int, target_length: int, train: bool, seed: int | None = None) -> int:
-    """First frame of the crop: random in training (from the seed when given), else the centre."""
-    extra = frames - target_length
-    if extra <= 0:
-        return 0
-    if not train:
-        return extra // 2
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return int(torch.randint(0, extra + 1, (1,), generator=generator))
-
-
-def log_mel(
-    waveform: torch.Tensor,
-    sample_rate: int,
-    target_length: int = 1024,
-    mel_bins: int = 128,
-    *,
-    train: bool = False,
-    seed: int | None = None,
-) -> torch.Tensor:
-    """Un-normalized features [target_length, mel_bins]: fbank, then zero-pad or crop.
-
-    Equal to cropping `fbank_features(waveform)`; only the frames kept are computed (each Kaldi
-    frame depends on its own window of samples alone), so long recordings stay cheap.
-    """
-    waveform = waveform.reshape(-1).float()
-    waveform = waveform - waveform.mean()  # over the whole clip, as the recipe
-    frames = num_frames(waveform.numel(), sample_rate)
-    if frames > target_length:
-        window, shift = frame_geometry(sample_rate)
-        start = crop_start(frames, target_length, train, seed)
-        waveform = waveform[start * shift : (start + target_length - 1) * shift + window]
-    feats = kaldi_fbank(waveform, sample_rate, mel_bins)  # at most target_length frames
-    pad = target_length - feats.shape[0]
-    if pad > 0:
-        feats = torch.nn.functional.pad(feats, (0, 0, 0, pad))  # zeros at the end, as AST / AudioMAE
-    return feats
 
 
 def normalize(feats: torch.Tensor, mean: float = AUDIOSET_MEAN, std: float = AUDIOSET_STD) -> torch.Tensor:
@@ -121,142 +49,9 @@ def denormalize(x: torch.Tensor, mean: float = AUDIOSET_MEAN, std: float = AUDIO
     return x * (2.0 * std) + mean
 
 
-# --- reading files -------------------------------------------------------------------------
-def _wav_header(path: Path) -> dict | None:
-    """Sample rate, block size and the byte counts declared and present in a RIFF/WAVE file.
-
-    libsndfile quietly shortens a truncated WAV to the samples that are there (and reports that
-    shortened length as the frame count), so the declared length is read from the header here.
-    None for non-RIFF files or a data chunk of unknown length (streamed WAVs write 0 or 2^32-1).
-    """
-    size = path.stat().st_size
-    with open(path, "rb") as fh:
-        head = fh.read(12)
-        if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
-            return None
-        order = "<" if head[:4] == b"RIFF" else ">"
-        out: dict = {}
-        pos = 12
-        while True:
-            fh.seek(pos)
-            chunk = fh.read(8)
-            if len(chunk) < 8:
-                return out or None
-            cid, csize = chunk[:4], struct.unpack(order + "I", chunk[4:])[0]
-            if cid == b"fmt " and csize >= 16:
-                fmt = fh.read(16)
-                if len(fmt) == 16:
-                    _, channels, rate, _, block = struct.unpack(order + "HHIIH", fmt[:14])
-                    out.update(channels=channels, sample_rate=rate, block_align=block)
-            elif cid == b"data":
-                if csize in (0, 0xFFFFFFFF):
-                    return out or None
-                out.update(declared_bytes=csize, present_bytes=size - pos - 8)
-                return out
-            pos += 8 + csize + (csize & 1)
-
-
-def audio_info(path: str | Path):
-    """Read and check one file's header (cheap): returns soundfile's info or raises DataError."""
-    import soundfile as sf
-
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file (0 bytes)")
-    try:
-        wav = _wav_header(path)
-    except OSError as e:
-        raise DataError(f"{path}: cannot read file ({e})") from e
-    if wav and wav.get("sample_rate") == 0:
-        raise DataError(f"{path}: the header's sample rate is 0")
-    try:
-        info = sf.info(str(path))
-    except Exception as e:  # LibsndfileError, RuntimeError: unknown format, corrupt header
-        raise DataError(f"{path}: cannot read audio header ({type(e).__name__}: {e})") from e
-    if info.samplerate <= 0:
-        raise DataError(f"{path}: the header's sample rate is {info.samplerate}")
-    if info.samplerate < MIN_SAMPLE_RATE:
-        raise DataError(f"{path}: sample rate {info.samplerate} Hz is below {MIN_SAMPLE_RATE} Hz (a corrupt header?)")
-    if info.channels < 1:
-        raise DataError(f"{path}: the header declares {info.channels} channels")
-    if info.frames <= 0:
-        raise DataError(f"{path}: no audio frames (an empty or truncated file)")
-    if wav and "declared_bytes" in wav and wav.get("block_align"):
-        declared = wav["declared_bytes"] // wav["block_align"]
-        if wav["present_bytes"] < wav["declared_bytes"]:
-            raise DataError(
-                f"{path}: truncated: the header declares {declared} frames, the file holds "
-                f"{wav['present_bytes'] // wav['block_align']}"
-            )
-    return info
-
-
-def read_audio(path: str | Path, sample_rate: int = 16000) -> torch.Tensor:
-    """Decode one file to a mono float32 waveform [N] at sample_rate, or raise naming the file."""
-    import soundfile as sf
-    import torchaudio.functional as AF
-
-    path = Path(path)
-    info = audio_info(path)
-    try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)  # [frames, channels]
-    except Exception as e:
-        raise DataError(f"{path}: cannot decode audio ({type(e).__name__}: {e})") from e
-    if data.shape[0] < info.frames:  # soundfile returns what it could decode without an error
-        raise DataError(f"{path}: truncated: the header declares {info.frames} frames, {data.shape[0]} decoded")
-    if data.shape[0] == 0:
-        raise DataError(f"{path}: no audio frames (an empty or truncated file)")
-    if not np.isfinite(data).all():
-        raise DataError(f"{path}: holds NaN or infinite samples")
-    mono = data.mean(axis=1)
-    if mono.max() == mono.min():
-        raise DataError(f"{path}: silent: every sample equals {float(mono[0])} (zero energy after removing the mean)")
-    waveform = torch.from_numpy(np.ascontiguousarray(mono))
-    if rate != sample_rate:
-        waveform = AF.resample(waveform, rate, sample_rate)
-    window, _ = frame_geometry(sample_rate)
-    if waveform.numel() < window:
-        raise DataError(f"{path}: {waveform.numel() / sample_rate * 1000:.1f} ms is shorter than one {FRAME_LENGTH_MS:g} ms frame")
-    return waveform
-
-
 def find_audio(root: str | Path, classes: Sequence[str] | None = None) -> tuple[list[Path], list[int], list[str]]:
     """Audio files under root: one subfolder per class gives labels, a flat folder labels -1."""
     return find_files(root, AUDIO_SUFFIXES, "audio", classes=classes)
-
-
-# --- skipping unreadable files, never silently ---------------------------------------------
-class SkipBudget:
-    """Up to `limit` unreadable files may be skipped, each with a logged warning; more is an error.
-
-    Files dropped by the header scan count against the limit; files that fail later, while
-    decoding, are marked in shared memory, so the count holds across DataLoader workers and epochs.
-    """
-
-    def __init__(self, limit: int, num_files: int, already: int = 0):
-        self.limit, self.already = limit, already
-        ctx = multiprocessing.get_context()
-        self._lock = ctx.Lock() if limit > already else None
-        self._flags = ctx.Array("b", num_files, lock=False) if self._lock else None
-        self._count = ctx.Value("i", 0, lock=False) if self._lock else None
-
-    def allow(self, file_index: int, error: DataError) -> bool:
-        """May this file be skipped? Logs the skip; False when the limit is used up."""
-        if self._lock is None:
-            return False
-        with self._lock:
-            if self._flags[file_index]:
-                return True  # known bad, warned about when first seen
-            used = self.already + self._count.value
-            if used >= self.limit:
-                return False
-            self._flags[file_index] = 1
-            self._count.value += 1
-            used += 1
-        log.warning("skipping an unreadable file (%d of skip_bad=%d): %s", used, self.limit, error)
-        return True
 
 
 # --- datasets ------------------------------------------------------------------------------
@@ -313,14 +108,7 @@ class AudioDataset(Dataset):
 
     def __getitem__(self, key) -> torch.Tensor:
         index, seed = key if isinstance(key, tuple) else (key, None)
-        for step in range(len(self.paths)):
-            i = (index + step) % len(self.paths)
-            try:
-                return self.load(i, seed)
-            except DataError as e:
-                if self.budget is None or not self.stand_ins or not self.budget.allow(self.offset + i, e):
-                    raise
-        raise DataError(f"no readable audio file among the {len(self.paths)} of this split")
+        return load_or_stand_in(self.paths, index, lambda i: self.load(i, seed), self.budget, self.offset, self.stand_ins)
 
 
 class AudioData:
@@ -368,30 +156,10 @@ class AudioData:
 
     def _folder(self) -> dict[str, tuple]:
         splits = folder_splits(self.root, AUDIO_SUFFIXES, self.val_fraction, self.seed, "audio")
-        skipped = 0
+        bad: list = []
         if self.scan:  # every header before training: a bad file fails now, naming itself
-            bad: list[DataError] = []
-            for name, (paths, labels) in splits.items():
-                keep = []
-                for i, p in enumerate(paths):
-                    try:
-                        audio_info(p)
-                        keep.append(i)
-                    except DataError as e:
-                        bad.append(e)
-                splits[name] = ([paths[i] for i in keep], [labels[i] for i in keep])
-            if len(bad) > self.skip_bad:
-                more = f"; and {len(bad) - 1} more unreadable files: " + "; ".join(map(str, bad[1:4])) if len(bad) > 1 else ""
-                hint = f" ({len(bad)} unreadable, skip_bad={self.skip_bad} allows {self.skip_bad})"
-                raise DataError(f"{bad[0]}{more}{hint}")
-            for e in bad:
-                log.warning("skipping an unreadable file (skip_bad=%d): %s", self.skip_bad, e)
-            skipped = len(bad)
-            if not splits["train"][0]:
-                raise DataError(f"data.root={self.root}: no readable audio files left for training")
-        total = sum(len(p) for p, _ in splits.values())
-        self._budget = SkipBudget(self.skip_bad, total, already=skipped)
-        self._offsets = {"train": 0, "val": len(splits["train"][0])}
+            splits, bad = scan_splits(splits, audio_info, self.skip_bad, self.root)
+        self._budget, self._offsets = budget_for(splits, self.skip_bad, len(bad))
         return splits
 
     def dataset(self, split: str, train: bool) -> AudioDataset:

@@ -21,7 +21,6 @@ from torchvision.transforms.v2 import functional as TF
 from omnimae.adapter import register_modality
 from omnimae.errors import ConfigError, DataError
 from omnimae.masking import right_columns_mask
-from omnimae.patches import Patches
 from .image import ImageAdapter
 
 INTERPOLATIONS = {

@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Sequence
 
-import av
-import numpy as np
 import torch
 from einops import rearrange
 from torch.utils.data import Dataset
@@ -32,16 +29,18 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from omnimae.adapter import ModalityAdapter, check_channels, register_modality
+from omnimae.data.skip import SkipBudget, budget_for, load_or_stand_in, scan_splits
 from omnimae.files import folder_splits
-from omnimae.errors import ConfigError, DataError
+from omnimae.errors import ConfigError
 from omnimae.patches import Patches
 from omnimae.tokenizers.tube import TubeTokenizer
 
-from .image import IMAGE_SUFFIXES, IMAGENET_MEAN, IMAGENET_STD, _header_channels, read_image
+from .image import IMAGENET_MEAN, IMAGENET_STD
+from .readers.image import IMAGE_SUFFIXES, header_channels, read_image
+from .readers.video import VIDEO_SUFFIXES, clip_indices, probe_video, read_video
 
 log = logging.getLogger("omnimae")
 
-VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi"}
 NORM_EPS = 1.0e-6  # VideoMAE's: (x - mean) / (std + eps)
 
 
@@ -135,253 +134,6 @@ class VideoAdapter(ModalityAdapter):
         return rearrange(x, "b c k h w -> b h (k w) c")
 
 
-# --- reading video files -------------------------------------------------------------------
-def _why(e: Exception) -> str:
-    return f"{type(e).__name__}: {e}"
-
-
-def _open(path: Path):
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file (0 bytes)")
-    try:
-        return av.open(str(path), mode="r")
-    except Exception as e:
-        raise DataError(
-            f"{path}: cannot open as a video container ({_why(e)}); the file is truncated, damaged or not a video"
-        ) from e
-
-
-def _video_stream(container, path: Path):
-    streams = container.streams
-    if not streams.video:
-        kinds = sorted({s.type for s in streams}) or ["none"]
-        raise DataError(f"{path}: no video stream (streams found: {', '.join(kinds)})")
-    stream = streams.video[0]
-    if stream.codec_context is None:
-        raise DataError(f"{path}: unsupported video codec {stream.codec.name!r}: no decoder in this FFmpeg build")
-    return stream
-
-
-def _rate(stream) -> Fraction | None:
-    rate = stream.average_rate or stream.guessed_rate or stream.base_rate
-    return Fraction(rate) if rate else None
-
-
-def _header_frames(container, stream) -> tuple[int | None, bool]:
-    """(frame count, exact) from the header: exact where the container stores it (MP4, AVI),
-    else estimated as duration x frame rate (WebM, MKV), else (None, False)."""
-    if stream.frames and stream.frames > 0:
-        return int(stream.frames), True
-    rate = _rate(stream)
-    if rate is None:
-        return None, False
-    if stream.duration and stream.time_base:
-        seconds = float(stream.duration * stream.time_base)
-    elif container.duration:
-        seconds = container.duration / av.time_base
-    else:
-        return None, False
-    return int(round(seconds * rate)), False
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    frames: int | None  # the header's count or estimate; None when the header holds neither
-    exact: bool  # frames is the header's count, not an estimate from the duration
-    width: int
-    height: int
-    codec: str
-
-
-def probe_video(path: str | Path) -> VideoInfo:
-    """Open the file, find its video stream and decode the first frame: cheap checks before training."""
-    path = Path(path)
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        try:
-            first = next(container.decode(stream), None)
-        except Exception as e:
-            raise DataError(
-                f"{path}: cannot decode the {stream.codec_context.name} video stream ({_why(e)}); "
-                "the file is truncated, damaged or in an unsupported format"
-            ) from e
-        if first is None:
-            raise DataError(f"{path}: the video stream holds no decodable frame (truncated or damaged?)")
-        frames, exact = _header_frames(container, stream)
-        return VideoInfo(frames, exact, first.width, first.height, stream.codec_context.name)
-
-
-def count_frames(path: str | Path) -> int:
-    """Exact frame count: the header's where the container stores it (MP4, AVI), else packets counted
-    by demuxing (WebM, MKV; no decoding). A count far below the header's duration means a cut file."""
-    path = Path(path)
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        estimate, exact = _header_frames(container, stream)
-        if exact:
-            return estimate
-        try:
-            n = sum(1 for packet in container.demux(stream) if packet.size)
-        except Exception as e:
-            raise DataError(f"{path}: cannot read the video stream ({_why(e)}); the file is truncated or damaged") from e
-    if estimate and n < 0.9 * estimate - 2:
-        raise DataError(
-            f"{path}: the header's duration gives ~{estimate} frames but the stream holds {n}; the file is truncated"
-        )
-    return n
-
-
-def clip_indices(
-    total: int,
-    num_frames: int,
-    sampling_rate: int,
-    *,
-    start: Literal["center", "random"] = "center",
-    generator: torch.Generator | None = None,
-    pad_short: bool = False,
-    path: str | Path = "<video>",
-) -> list[int]:
-    """Frame indices start + i * sampling_rate (i < num_frames) in a window of num_frames * sampling_rate.
-
-    The window starts uniformly in [0, total - window] ("random", drawn from generator) or in the
-    middle ("center"). A video shorter than the window is an error unless pad_short: then the
-    window starts at frame 0 and indices past the end repeat the last frame (as VideoMAE's loader).
-    """
-    window = num_frames * sampling_rate
-    if total < 1:
-        raise DataError(f"{path}: the video has no frames")
-    if total < window:
-        if not pad_short:
-            raise DataError(
-                f"{path}: {total} frames is shorter than the {window} asked for (num_frames {num_frames} x "
-                f"sampling_rate {sampling_rate}); lower sampling_rate, or set pad_short=true to repeat the last frame"
-            )
-        first = 0
-    elif start == "random":
-        first = int(torch.randint(total - window + 1, (1,), generator=generator))
-    else:
-        first = (total - window) // 2
-    return [min(first + i * sampling_rate, total - 1) for i in range(num_frames)]
-
-
-class _SeekFailed(Exception):
-    pass
-
-
-class _Untimed(Exception):
-    """Timestamps cannot number the frames (AVI, or out of order): count them from the start instead."""
-
-
-def _decode(path: Path, wanted: list[int], fmt: str, mode: Literal["seek", "pts", "count"]) -> dict[int, np.ndarray]:
-    """Decode the frames of the sorted, distinct indices in wanted; stop after the last one.
-
-    "seek": the demuxer jumps to the key frame before the first wanted frame and frames are
-    identified by timestamp (index = (pts - start_time) x time_base x frame rate); "pts": from the
-    start, identified from the first decoded frame's timestamp, or counted where timestamps are
-    missing; "count": from the start, numbered by their position in decode output. AVI stores no
-    presentation timestamps (PyAV's come out of order with B-frames), so it is always counted, in
-    the same pass; elsewhere, timestamps that do not rise strictly in output order raise _Untimed.
-    """
-    got: dict[int, np.ndarray] = {}
-    with _open(path) as container:
-        stream = _video_stream(container, path)
-        if "avi" in (container.format.name or "").split(","):
-            mode = "count"  # no presentation timestamps to seek by or number with
-        tb, rate = stream.time_base, _rate(stream)
-        timed = bool(tb and rate) and mode != "count"
-        seek = mode == "seek"
-        origin = stream.start_time if seek else None
-        if seek and (not timed or origin is None):
-            raise _SeekFailed
-        if seek:
-            try:
-                container.seek(origin + int(wanted[0] / (rate * tb)), stream=stream, backward=True)
-            except Exception as e:  # not seekable: decode from the start instead
-                raise _SeekFailed from e
-        ptr, last, prev = 0, -1, None
-        try:
-            for count, frame in enumerate(container.decode(stream)):
-                if timed and frame.pts is not None:
-                    if prev is not None and frame.pts <= prev:
-                        raise _Untimed  # not presentation timestamps: they cannot number the frames
-                    prev = frame.pts
-                    if origin is None:
-                        origin = frame.pts
-                    idx = round((frame.pts - origin) * tb * rate)
-                elif seek:
-                    raise _SeekFailed  # no timestamps: the position after a seek is unknown
-                else:
-                    idx = count
-                if seek and count == 0 and idx > wanted[0]:
-                    raise _SeekFailed  # landed past the first wanted frame
-                last = max(last, idx)
-                if idx >= wanted[ptr]:
-                    arr = frame.to_ndarray(format=fmt)
-                    while ptr < len(wanted) and idx >= wanted[ptr]:
-                        got[wanted[ptr]] = arr
-                        ptr += 1
-                if ptr == len(wanted):
-                    break
-        except (_SeekFailed, _Untimed):
-            raise
-        except Exception as e:
-            raise DataError(
-                f"{path}: cannot decode the {stream.codec_context.name} video stream near frame {last + 1} "
-                f"({_why(e)}); the file is truncated or damaged"
-            ) from e
-    if ptr < len(wanted):
-        where = f"ends after frame {last}" if last >= 0 else "holds no decodable frame"
-        raise DataError(
-            f"{path}: the video stream {where} but frame {wanted[ptr]} is needed; the file is truncated or damaged"
-        )
-    return got
-
-
-def _decode_any(path: Path, wanted: list[int], fmt: str) -> dict[int, np.ndarray]:
-    """Seek where the first wanted frame is not frame 0; else (or where that fails) decode from the start
-    numbering frames by timestamp, or by output position where timestamps cannot (_Untimed)."""
-    for mode in (["seek"] if wanted[0] > 0 else []) + ["pts"]:
-        try:
-            return _decode(path, wanted, fmt, mode)
-        except _SeekFailed:
-            continue
-        except _Untimed:
-            break
-    return _decode(path, wanted, fmt, "count")
-
-
-def read_video(
-    path: str | Path,
-    num_frames: int = 16,
-    sampling_rate: int = 4,
-    *,
-    in_chans: int = 3,
-    start: Literal["center", "random"] = "center",
-    generator: torch.Generator | None = None,
-    pad_short: bool = False,
-) -> torch.Tensor:
-    """Decode one clip (see clip_indices) as uint8 [T, C, H, W], or raise a DataError naming the file."""
-    if in_chans not in (1, 3):
-        raise ConfigError("in_chans", f"video frames are decoded as grey (1) or RGB (3), got {in_chans}")
-    path = Path(path)
-    total = count_frames(path)
-    indices = clip_indices(
-        total, num_frames, sampling_rate, start=start, generator=generator, pad_short=pad_short, path=path
-    )
-    wanted = sorted(set(indices))
-    fmt = "rgb24" if in_chans == 3 else "gray"
-    got = _decode_any(path, wanted, fmt)
-    try:
-        frames = np.stack([got[i] for i in indices])  # [T, H, W(, C)]
-    except ValueError as e:
-        raise DataError(f"{path}: frames of different sizes in one stream ({e})") from e
-    if frames.ndim == 3:
-        frames = frames[..., None]
-    return torch.from_numpy(frames).permute(0, 3, 1, 2)  # [T, C, H, W]
-
-
 # --- clips from files ----------------------------------------------------------------------
 @dataclass(frozen=True)
 class ClipReader:
@@ -429,7 +181,7 @@ class ClipReader:
     def check(self, path: Path) -> None:
         """Header checks for scan: opens, has a decodable video stream, is long enough (where the header says)."""
         if path.suffix.lower() in IMAGE_SUFFIXES:
-            _header_channels(path)
+            header_channels(path)
             return
         info = probe_video(path)
         window = self.num_frames * self.sampling_rate
@@ -442,38 +194,27 @@ class VideoDataset(Dataset):
     """Clips from files; keys are indices or (index, seed) pairs (the seed picks the window and crop).
 
     With skip_bad > 0 a file that fails to decode is replaced by the next readable one (index + 1, ...)
-    with a warning, at most skip_bad files in all (counting those the scan dropped; counted per process),
+    with a warning, at most skip_bad files in all (counting those the scan dropped; one count shared by all workers),
     unless `stand_ins` is False (each item must be its own file: embeddings saved by file name).
     """
 
     stand_ins = True
 
-    def __init__(self, source: list[Path], labels: list[int], reader: ClipReader, train: bool, skip_bad: int = 0, skipped: int = 0):
+    def __init__(self, source: list[Path], labels: list[int], reader: ClipReader, train: bool,
+                 budget: SkipBudget | None = None, offset: int = 0):
         self.source, self.labels, self.reader, self.train = source, labels, reader, train
-        self.skip_bad, self.skipped_at_scan = skip_bad, skipped
-        self.bad: set[Path] = set()
+        self.budget, self.offset = budget, offset  # offset: first file's index in the budget
 
     def __len__(self) -> int:
         return len(self.source)
 
+    def load(self, index: int, seed: int | None) -> torch.Tensor:
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        return self.reader.load(self.source[index], self.train, generator)
+
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)
-        for step in range(len(self.source)):
-            path = self.source[(index + step) % len(self.source)]
-            if path in self.bad:
-                continue
-            generator = None if seed is None else torch.Generator().manual_seed(seed)
-            try:
-                return self.reader.load(path, self.train, generator)
-            except DataError as e:
-                skipped = self.skipped_at_scan + len(self.bad)
-                if skipped >= self.skip_bad or not self.stand_ins:
-                    if self.skip_bad:
-                        raise DataError(f"{e} (skip_bad={self.skip_bad} bad files already skipped)") from e
-                    raise
-                self.bad.add(path)
-                log.warning("skipping a bad file (%d of skip_bad=%d): %s", skipped + 1, self.skip_bad, e)
-        raise DataError(f"{self.source[index]}: no readable file left in this split")
+        return load_or_stand_in(self.source, index, lambda i: self.load(i, seed), self.budget, self.offset, self.stand_ins)
 
 
 # --- finding files and splits --------------------------------------------------------------
@@ -536,6 +277,8 @@ class VideoData:
         )
         self.skipped: list[str] = []  # what the scan dropped, with why
         self._splits: dict[str, tuple] | None = None
+        self._budget: SkipBudget | None = None
+        self._offsets: dict[str, int] = {}
 
     # splits: name -> (source, labels)
     def splits(self) -> dict[str, tuple]:
@@ -550,28 +293,12 @@ class VideoData:
 
     def _scan(self, splits: dict[str, tuple]) -> dict[str, tuple]:
         """Check every file before training; drop up to skip_bad bad ones (warning), else raise naming them."""
-        bad: list[DataError] = []
-        kept = {}
-        for s, (paths, labels) in splits.items():
-            keep = []
-            for p, label in zip(paths, labels):
-                try:
-                    self.reader.check(p)
-                    keep.append((p, label))
-                except DataError as e:
-                    bad.append(e)
-            kept[s] = ([p for p, _ in keep], [label for _, label in keep])
-        if len(bad) > self.skip_bad:
-            others = "; ".join(str(e) for e in bad[1:4]) + ("; ..." if len(bad) > 4 else "")
-            more = f" [{len(bad)} bad files, skip_bad={self.skip_bad} allows {self.skip_bad}" + (f": {others}]" if others else "]")
-            raise DataError(f"{bad[0]}{more}")
-        for i, e in enumerate(bad, 1):
-            log.warning("skipping a bad file (%d of skip_bad=%d): %s", i, self.skip_bad, e)
+        kept, bad = scan_splits(splits, self.reader.check, self.skip_bad, self.root)
         self.skipped = [str(e) for e in bad]
-        if not kept["train"][0]:
-            raise DataError(f"data.root={self.root}: no readable training files left")
         return kept
 
     def dataset(self, split: str, train: bool) -> VideoDataset:
         source, labels = self.splits()[split]
-        return VideoDataset(source, labels, self.reader, train, self.skip_bad, len(self.skipped))
+        if self._budget is None:
+            self._budget, self._offsets = budget_for(self.splits(), self.skip_bad, len(self.skipped))
+        return VideoDataset(source, labels, self.reader, train, self._budget, self._offsets[split])

@@ -19,15 +19,8 @@ from omnimae.build import build_model
 from omnimae.checkpoint import load_model
 from omnimae.cli import compose
 from omnimae.errors import ConfigError, DataError
-from omnimae.modalities.audio import (
-    AudioAdapter,
-    AudioData,
-    compute_stats,
-    fbank_features,
-    log_mel,
-    read_audio,
-    run_stats,
-)
+from omnimae.modalities.audio import AudioAdapter, AudioData, compute_stats, run_stats
+from omnimae.modalities.readers.audio import fbank_features, log_mel, read_audio
 from omnimae.pretrain import pretrain
 
 SR = 16000
@@ -279,7 +272,7 @@ def test_the_header_scan_fails_before_training_and_skip_bad_allows_a_count(tmp_p
     assert sum(len(p) for p, _ in splits.values()) == 4
     assert "broken.wav" in caplog.text and "skipping" in caplog.text
     (root / "empty.flac").write_bytes(b"")
-    with pytest.raises(DataError, match=r"1 more unreadable.*skip_bad=1"):
+    with pytest.raises(DataError, match=r"2 bad files, skip_bad=1"):
         AudioData(root=str(root), skip_bad=1).splits()
 
 

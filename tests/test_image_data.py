@@ -5,7 +5,8 @@ import torch
 from PIL import Image
 
 from omnimae.errors import ConfigError, DataError
-from omnimae.modalities.image import ImageData, find_images, read_image
+from omnimae.modalities.image import ImageData, find_images
+from omnimae.modalities.readers.image import read_image
 
 
 def test_reads_png_jpeg_and_tiff_like_their_libraries(tmp_path):

@@ -14,7 +14,8 @@ from omnimae.build import build_model
 from omnimae.checkpoint import load_model
 from omnimae.cli import compose
 from omnimae.errors import ConfigError, DataError
-from omnimae.modalities.video import ClipReader, VideoAdapter, VideoData, clip_indices, read_video
+from omnimae.modalities.readers.video import clip_indices, read_video
+from omnimae.modalities.video import ClipReader, VideoAdapter, VideoData
 from omnimae.pretrain import pretrain
 from omnimae.tokenizers.tube import TubeTokenizer, conv3d_weight_to_linear, linear_weight_to_conv3d
 

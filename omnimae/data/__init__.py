@@ -1,0 +1,1 @@
+"""Shared data machinery: file policies every data source uses the same way."""
