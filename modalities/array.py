@@ -42,7 +42,7 @@ class ArrayAdapter(ModalityAdapter):
         patch_size: int = 16,
         tubelet_size: int = 2,
         mask_ratio: float = 0.75,
-        masking: str | None = None,
+        masking: str = "random",
         norm_pix_loss: bool = True,
     ):
         if tokenizer not in TOKENIZERS:
@@ -54,9 +54,10 @@ class ArrayAdapter(ModalityAdapter):
             raise ConfigError("patch_size", f"{patch_size} must divide the spatial size {list(shape[-2:])}")
         if tokenizer == "tube" and (tubelet_size < 1 or shape[1] % tubelet_size):
             raise ConfigError("tubelet_size", f"{tubelet_size} must divide the time size {shape[1]}")
-        if masking not in (None, "random", "tube") or (masking == "tube" and tokenizer != "tube"):
+        if masking not in ("random", "tube") or (masking == "tube" and tokenizer != "tube"):
             raise ConfigError("masking", f"must be random (any tokenizer) or tube (tube tokenizer), got {masking!r}")
         c = shape[0]
+        self.maskings = ("random", "tube") if tokenizer == "tube" else ("random",)
         if tokenizer == "patch2d":
             tok = PatchTokenizer2D(patch_size, c)
         elif tokenizer == "tube":
@@ -70,6 +71,9 @@ class ArrayAdapter(ModalityAdapter):
             self.position_axes = (1, 2)
             self.channel_embed = nn.Parameter(torch.randn(c, embed_dim) * 0.02)
             self.decoder_channel_embed = nn.Parameter(torch.randn(c, decoder_embed_dim) * 0.02)
+
+    def example_input(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(batch_size, *self.shape, generator=generator)  # [B, C, (T,) H, W]
 
     def token_embeddings(self, patches: Patches, decoder: bool):
         if self.tokenizer_kind != "channel":

@@ -260,7 +260,7 @@ class AudioAdapter(ModalityAdapter):
         mel_bins: int = 128,
         patch_size: int = 16,
         mask_ratio: float = 0.8,
-        masking: str | None = None,
+        masking: str = "random",
         norm_pix_loss: bool = True,
         sample_rate: int = 16000,
         mean: float = AUDIOSET_MEAN,
@@ -286,6 +286,9 @@ class AudioAdapter(ModalityAdapter):
         self.target_length, self.mel_bins, self.patch_size = target_length, mel_bins, patch_size
         self.sample_rate = sample_rate
         self.mean, self.std = float(mean), float(std)
+
+    def example_input(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(batch_size, 1, self.target_length, self.mel_bins, generator=generator)  # [B, 1, T, F]
 
     # normalization and its inverse, and reading a file as the model expects it
     def normalize(self, feats: torch.Tensor) -> torch.Tensor:

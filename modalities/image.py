@@ -34,7 +34,7 @@ class ImageAdapter(ModalityAdapter):
         patch_size: int = 16,
         in_chans: int = 3,
         mask_ratio: float = 0.75,
-        masking: str | None = None,
+        masking: str = "random",
         norm_pix_loss: bool = True,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
@@ -53,6 +53,9 @@ class ImageAdapter(ModalityAdapter):
         self.img_size, self.patch_size, self.in_chans = img_size, patch_size, in_chans
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def example_input(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        return torch.randn(batch_size, self.in_chans, self.img_size, self.img_size, generator=generator)  # [B, C, H, W]
 
     def to_display(self, x: torch.Tensor, mask: bool = False, reference: torch.Tensor | None = None) -> torch.Tensor:
         if mask:  # (a fixed mapping: reference is not needed)

@@ -54,7 +54,7 @@ class MicroscopyAdapter(ModalityAdapter):
         img_size: int = 224,
         patch_size: int = 16,
         mask_ratio: float = 0.75,
-        masking: str | None = None,
+        masking: str = "channel_subset",
         norm_pix_loss: bool = True,
         channel_subset_prob: float = 0.5,
         unknown_channel: str = "shared",
@@ -89,6 +89,11 @@ class MicroscopyAdapter(ModalityAdapter):
             raise ValueError(f"a plain tensor must hold the {len(self.channels)} vocabulary channels in order; pass "
                              "{'pixels': x, 'channel_ids': ids} for other channel sets")
         return torch.arange(num_channels)
+
+    def example_input(self, batch_size: int, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+        c = len(self.channels)
+        pixels = torch.randn(batch_size, c, self.img_size, self.img_size, generator=generator)  # [B, C, H, W]
+        return {"pixels": pixels, "channel_ids": torch.arange(c).expand(batch_size, c)}
 
     def tokenize(self, x) -> Patches:
         pixels = self.pixels(x)  # [B, C, H, W]

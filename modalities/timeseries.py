@@ -142,6 +142,7 @@ class TimeSeriesAdapter(ImageAdapter):
         patch_size: int = 16,
         in_chans: int = 3,
         mask_ratio: float = 0.75,
+        masking: str = "future_or_random",
         norm_pix_loss: bool = False,
         norm_const: float = 0.4,
         align_const: float = 0.4,
@@ -152,7 +153,7 @@ class TimeSeriesAdapter(ImageAdapter):
     ):
         super().__init__(
             embed_dim=embed_dim, decoder_embed_dim=decoder_embed_dim, img_size=img_size, patch_size=patch_size,
-            in_chans=in_chans, mask_ratio=mask_ratio, norm_pix_loss=norm_pix_loss,
+            in_chans=in_chans, mask_ratio=mask_ratio, masking=masking, norm_pix_loss=norm_pix_loss,
             mean=(0.0,) * in_chans, std=(1.0,) * in_chans,
         )
         if norm_const <= 0:

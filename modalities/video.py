@@ -63,7 +63,7 @@ class VideoAdapter(ModalityAdapter):
         tubelet_size: int = 2,
         in_chans: int = 3,
         mask_ratio: float = 0.9,
-        masking: str | None = None,
+        masking: str = "tube",
         norm_pix_loss: bool = True,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
@@ -89,6 +89,10 @@ class VideoAdapter(ModalityAdapter):
         self.num_frames, self.tubelet_size = num_frames, tubelet_size
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32), persistent=False)  # [C]
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32), persistent=False)
+
+    def example_input(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        size = (batch_size, self.in_chans, self.num_frames, self.img_size, self.img_size)  # [B, C, T, H, W]
+        return torch.randn(size, generator=generator)
 
     # --- VideoMAE's target: per tube, per channel, in [0, 1] pixel space --------------------
     def _pixels(self, values: torch.Tensor) -> torch.Tensor:

@@ -114,6 +114,11 @@ class ModalityAdapter(nn.Module):
         encoder's patch tokens latent [B, N, D]. Empty: the adapter has no groups."""
         return {}
 
+    def example_input(self, batch_size: int, generator: torch.Generator | None = None):
+        """A random model-space batch of this adapter's configured shape: what `forward_modality` takes
+        (for shape checks, export tracing and warm-up). Every adapter defines it."""
+        raise NotImplementedError(f"{type(self).__name__} does not define example_input")
+
     def pixels(self, x) -> torch.Tensor:
         """The model-space tensor of a batch (adapters whose batches carry more than a tensor override this)."""
         return x
