@@ -406,6 +406,7 @@ class MAEPretrainer(L.LightningModule):
             if "lr_lambdas" not in state:
                 checkpoint["lr_schedulers"][i] = {"last_epoch": state["last_epoch"], "lr_lambdas": []}
 
+        resume_after_last_batch(checkpoint)
     def on_train_start(self) -> None:
         """The lr of this run's schedule at the current step: a resumed checkpoint holds the lr of the
         schedule it was saved under, which differs when the run grew longer."""
@@ -440,6 +441,26 @@ class MAEPretrainer(L.LightningModule):
 
 # --- callbacks -----------------------------------------------------------------------------
 class NonFiniteGuard(Callback):
+def resume_after_last_batch(checkpoint: dict) -> None:
+    """A checkpoint written in a training epoch's end hooks (ModelCheckpoint's last.ckpt and best.ckpt
+    when validation runs every epoch, or when there is none) holds that epoch as processed but not
+    completed. Lightning resumes such a state by ending the epoch a second time, which moves the
+    sampler one epoch ahead and the logged steps one on. Rewrite it, in place, as the state after the
+    epoch's last batch (what a step checkpoint there holds), which Lightning resumes exactly: on to
+    the next epoch, without repeating the epoch's validation, which already ran."""
+    fit = (checkpoint.get("loops") or {}).get("fit_loop") or {}
+    epochs, batches = fit.get("epoch_progress"), fit.get("epoch_loop.batch_progress")
+    if not epochs or not batches:
+        return
+    total = epochs["total"]
+    if not (total["ready"] == total["started"] == total["processed"] == total["completed"] + 1):
+        return
+    for scope in ("total", "current"):
+        epochs[scope]["processed"] -= 1
+        batches[scope]["completed"] -= 1  # its last batch as at on_train_batch_end, before on_advance_end
+    fit["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
+
+
     """Skips an optimizer step whose gradients hold NaN/inf; stops after max_consecutive in a row.
 
     Runs after gradients are all-reduced, so every DDP rank takes the same decision. With a fused

@@ -1,5 +1,6 @@
 """`omnimae pretrain` end to end through the real composed config (a few steps on CPU)."""
 import csv
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -92,6 +93,41 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, stop_at)
     wb = read_checkpoint(resumed / "checkpoints" / "last.ckpt")["state_dict"]
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0, msg=k)
+
+class KeepLastAt(Callback):
+    """Copies last.ckpt as it stands when training reaches a step: what a kill -9 there leaves."""
+
+    def __init__(self, step: int, dest: Path):
+        self.step, self.dest = step, dest
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step:
+            shutil.copy(Path(trainer.checkpoint_callback.dirpath) / "last.ckpt", self.dest)
+
+
+@pytest.mark.parametrize("validation", ["every epoch", "off"])
+def test_resume_from_last_ckpt_written_at_an_epoch_end_is_exact(tmp_path, validation):
+    """The file a user picks: last.ckpt as ModelCheckpoint wrote it at the end of the first epoch (step 3,
+    after that epoch's validation, or at the epoch's end when there is none), with training gone on to
+    step 5. Resumed from it, every logged step and loss and the final weights equal the uninterrupted run's."""
+    common = FAST + ["trainer.max_steps=8", "trainer.limit_train_batches=3", "trainer.check_val_every_n_epoch=1",
+                     "callbacks.reconstruction_every_n_steps=0"]
+    common += ["trainer.limit_val_batches=0"] if validation == "off" else []
+    snapshot = tmp_path / "last-at-step-5.ckpt"
+    pretrain(compose("pretrain", common + [f"run_dir={tmp_path / 'full'}"]), extra_callbacks=[KeepLastAt(5, snapshot)])
+    ckpt = torch.load(snapshot, weights_only=False)
+    epochs = ckpt["loops"]["fit_loop"]["epoch_progress"]["total"]
+    assert ckpt["global_step"] == 3 and epochs["processed"] == epochs["completed"] + 1  # written in the epoch's end
+    pretrain(compose("pretrain", common + [f"run_dir={tmp_path / 'resumed'}", f"resume={snapshot}"]))
+    a, b = losses(tmp_path / "full"), losses(tmp_path / "resumed")
+    assert sorted(a) == list(range(8)) and sorted(b) == list(range(3, 8))
+    for step in b:
+        assert b[step] == pytest.approx(a[step], abs=1e-6), step
+    wa = read_checkpoint(tmp_path / "full" / "checkpoints" / "last.ckpt")["state_dict"]
+    wb = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["state_dict"]
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0, msg=k)
+
 
 
 class Poison(Callback):
