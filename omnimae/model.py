@@ -11,6 +11,7 @@ from torch import nn
 
 from omnimae.adapter import ModalityAdapter
 from omnimae.errors import ConfigError
+from omnimae.features import pool_tokens
 from omnimae.masking import explicit_masking, gather_tokens, random_masking
 from omnimae.patches import Patches
 from omnimae.pos_embed import sincos_pos_embed
@@ -205,4 +206,4 @@ class MaskedAutoencoder(nn.Module):
         """Features of the full, unmasked sequence: the CLS token or the mean of the patch tokens."""
         adapter = self.adapters[modality]
         latent = self.forward_encoder(adapter.tokenize(x), adapter, ids_keep=None)  # [B, 1 + N, D]
-        return latent[:, 0] if pool == "cls" else latent[:, 1:].mean(dim=1)
+        return pool_tokens(latent, pool)
