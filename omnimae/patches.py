@@ -7,6 +7,12 @@ from typing import Any
 import torch
 
 
+def grid_coords(*sizes: int) -> torch.Tensor:
+    """Row-major integer coordinates of a grid: [prod(sizes), len(sizes)]."""
+    axes = [torch.arange(s) for s in sizes]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(sizes))
+
+
 @dataclass
 class Patches:
     """Patch tokens of one batch, all samples with the same grid.

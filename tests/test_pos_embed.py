@@ -3,7 +3,7 @@ import torch
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from omnimae.pos_embed import sincos_pos_embed
-from omnimae.tokenizers.patch2d import grid_coords
+from omnimae.patches import grid_coords
 
 
 def fill_hf_positions(hf: ViTMAEForPreTraining) -> None:

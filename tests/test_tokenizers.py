@@ -3,7 +3,7 @@ import torch
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from omnimae.tokenizers import PatchTokenizer2D
-from omnimae.tokenizers.patch2d import grid_coords
+from omnimae.patches import grid_coords
 
 
 @pytest.mark.parametrize("chans,size,patch", [(3, (32, 32), 8), (1, (24, 40), 4), (5, (12, 8), (4, 2))])

@@ -4,9 +4,7 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from omnimae.patches import Patches
-
-from .patch2d import grid_coords
+from omnimae.patches import Patches, grid_coords
 
 
 class ChannelPatchTokenizer:

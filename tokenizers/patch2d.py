@@ -5,13 +5,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from omnimae.patches import Patches
-
-
-def grid_coords(*sizes: int) -> torch.Tensor:
-    """Row-major integer coordinates of a grid: [prod(sizes), len(sizes)]."""
-    axes = [torch.arange(s) for s in sizes]
-    return torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1).reshape(-1, len(sizes))
+from omnimae.patches import Patches, grid_coords
 
 
 class PatchTokenizer2D:

@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch
 from einops import rearrange
 
-from omnimae.patches import Patches
-from omnimae.tokenizers.patch2d import grid_coords
+from omnimae.patches import Patches, grid_coords
 
 
 def conv3d_weight_to_linear(weight: torch.Tensor) -> torch.Tensor:
