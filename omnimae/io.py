@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -10,10 +12,18 @@ from typing import Iterator
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; on success rename it over `path`, else delete it."""
+    """Yield a temporary path beside `path`; on success flush it to disk and rename it over `path`,
+    else delete it. The temporary name carries this host and process id: temporaries that a killed
+    process of this host left in the folder are removed when this process first writes there."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _sweep_once(path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_owner()}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:  # unwritable, or a file where a folder should be
+        from omnimae.errors import OutputError
+
+        raise OutputError(f"{path}: cannot be written ({e.strerror or e}: {e.filename or path.parent})") from e
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -22,9 +32,71 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~umask)
+        _fsync(tmp)  # the data reaches the disk before the new name does: a crash leaves old or new, never empty
         os.replace(tmp, path)
+        _fsync(path.parent)  # and the rename itself survives a crash
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _owner() -> str:
+    """This process as a temporary file names it: host (letters, digits, _) and pid."""
+    return f"{re.sub(r'[^A-Za-z0-9_]', '_', socket.gethostname())}-{os.getpid()}"
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # a folder on a system that cannot open one (Windows): nothing to flush there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # file systems that do not sync folders
+        pass
+    finally:
+        os.close(fd)
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process of this host runs with this id; where that cannot be told, assume it does."""
+    if pid == os.getpid() or os.name != "posix":  # (on Windows, os.kill would end the process)
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # e.g. another user's process
+        return True
+    return True
+
+
+# what atomic_path names a temporary: .<target name>.<host>-<pid>.<8 random characters>.tmp
+_TEMPORARY = re.compile(r"\..+\.([A-Za-z0-9_]+)-(\d+)\.[a-z0-9_]{8}\.tmp")
+_swept: set[tuple[str, int]] = set()
+
+
+def remove_stale_temporaries(folder: str | Path) -> list[Path]:
+    """Remove the temporaries in `folder` that atomic_path made in processes of this host that no
+    longer run (killed mid-write); a live writer's, another host's and anything else stay."""
+    host = _owner().rsplit("-", 1)[0]
+    removed = []
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            match = _TEMPORARY.fullmatch(entry.name)
+            if match and match[1] == host and not _alive(int(match[2])):
+                with contextlib.suppress(OSError):  # one we may not remove must not stop the write
+                    Path(entry.path).unlink(missing_ok=True)
+                    removed.append(Path(entry.path))
+    return removed
+
+
+def _sweep_once(folder: Path) -> None:
+    """Remove stale temporaries at this process's first write into a folder: once, as a cache folder
+    of many files is written into once per file."""
+    key = (str(folder.resolve()), os.getpid())
+    if key not in _swept:
+        remove_stale_temporaries(folder)
+        _swept.add(key)
 
 
 def refuse_overwrite(output: str | Path, *inputs: str | Path, overwrite: bool = False) -> None:
