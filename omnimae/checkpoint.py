@@ -16,6 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from omnimae import __version__
+from omnimae.checkpoint_trust import stored_model_config, verify_weights, weights_sha256
 from omnimae.errors import CheckpointError, ConfigError
 from omnimae.io import atomic_path
 from omnimae.model import MaskedAutoencoder
@@ -38,15 +39,18 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             with safe_open(str(path), framework="pt") as f:
                 meta = f.metadata() or {}
                 state = {k: f.get_tensor(k) for k in f.keys()}
-            out: dict[str, Any] = {"state_dict": state}
+            ckpt: dict[str, Any] = {"state_dict": state}
             if "omnimae" in meta:
-                out["omnimae"] = json.loads(meta["omnimae"])
-            return out
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+                ckpt["omnimae"] = json.loads(meta["omnimae"])
+        else:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e)[:300]})") from e
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: expected a dict of tensors, got {type(ckpt).__name__}")
+    meta = ckpt.get("omnimae")
+    if isinstance(meta, dict) and isinstance(ckpt.get("state_dict"), dict):
+        verify_weights(ckpt["state_dict"], meta.get("weights_sha256"), str(path))
     return ckpt
 
 
@@ -275,20 +279,30 @@ def load_pretrained(model: MaskedAutoencoder, path: str | Path, modality: str = 
     load_weights(model, sd, str(path), strict=strict)
 
 
-def load_model(path: str | Path) -> tuple[MaskedAutoencoder, DictConfig]:
-    """Rebuild a model from an omnimae checkpoint alone (its stored config), with its weights."""
+def load_model(path: str | Path, trust_checkpoint: bool = False) -> tuple[MaskedAutoencoder, DictConfig]:
+    """Rebuild a model from an omnimae checkpoint alone (its stored config), with its weights.
+
+    The stored config may build only omnimae's own classes (see checkpoint_trust); trust_checkpoint=True
+    lets a file you trust build others, e.g. your plugin adapters. Returns the model and the config's
+    `model` and `modalities` parts (what rebuilds the model and its data)."""
+    return rebuild_model(read_checkpoint(path), str(path), trust_checkpoint)
+
+
+def rebuild_model(ckpt: dict[str, Any], source: str, trust_checkpoint: bool = False) -> tuple[MaskedAutoencoder, DictConfig]:
+    """load_model for a checkpoint dict already read (read_checkpoint) from `source`."""
     from omnimae.build import build_model
 
-    ckpt = read_checkpoint(path)
     meta = ckpt.get("omnimae")
-    if not meta or "config" not in meta:
+    if not isinstance(meta, dict) or "config" not in meta:
         raise CheckpointError(
-            f"{path}: not an omnimae checkpoint (no stored config); official and Hugging Face weights "
+            f"{source}: not an omnimae checkpoint (no stored config); official and Hugging Face weights "
             "load into a model built from a config with load_pretrained"
         )
-    cfg = OmegaConf.create(meta["config"])
+    cfg = stored_model_config(meta["config"], source, trust=trust_checkpoint)
     model = build_model(cfg)
-    load_weights(model, state_dict_of(ckpt), str(path))
+    if not isinstance(model, MaskedAutoencoder):
+        raise CheckpointError(f"{source}: the stored config built a {type(model).__name__}, not a MaskedAutoencoder")
+    load_weights(model, state_dict_of(ckpt), source)
     return model, cfg
 
 
@@ -300,8 +314,9 @@ def save_safetensors(model: MaskedAutoencoder, cfg: DictConfig | dict, path: str
     from safetensors.torch import save_file
 
     config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-    meta = {"omnimae": json.dumps({"version": __version__, "config": config, "modalities": list(model.adapters)})}
     tensors = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in model.state_dict().items()}
+    meta = {"omnimae": json.dumps({"version": __version__, "config": config, "modalities": list(model.adapters),
+                                   "weights_sha256": weights_sha256(tensors)})}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return Path(path)

@@ -52,7 +52,7 @@ def run_embed(cfg: DictConfig):
     if out.suffix not in (".nc", ".zarr"):
         raise ConfigError("output", f"must end in .nc (netCDF) or .zarr, got {out.name!r}")
     refuse_overwrite(out, path, cfg.data_root, overwrite=cfg.overwrite)
-    model, mcfg = load_model(path)
+    model, mcfg = load_model(path, trust_checkpoint=cfg.trust_checkpoint)
     modality = cfg.modality or next(iter(model.adapters))
     if modality not in model.adapters:
         raise ConfigError("modality", f"{modality!r} is not in the checkpoint (it has {list(model.adapters)})")

@@ -13,7 +13,7 @@ from omnimae.io import atomic_path, refuse_overwrite
 
 def run_export(cfg: DictConfig) -> Path:
     refuse_overwrite(cfg.output, cfg.checkpoint, overwrite=cfg.overwrite)
-    model, mcfg = load_model(cfg.checkpoint)
+    model, mcfg = load_model(cfg.checkpoint, trust_checkpoint=cfg.trust_checkpoint)
     out = Path(cfg.output)
     dtypes = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
     if cfg.dtype not in dtypes:

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig
 
 from omnimae.build import build_model
-from omnimae.checkpoint import convert_to_omnimae, load_model, load_weights, read_checkpoint, state_dict_of, hf_to_official, detect_layout
+from omnimae.checkpoint import convert_to_omnimae, load_weights, read_checkpoint, rebuild_model, state_dict_of, hf_to_official, detect_layout
 from omnimae.errors import CheckpointError, ConfigError
 from omnimae.model import MaskedAutoencoder
 from omnimae.modalities.timeseries import RasterGeometry, TimeSeriesAdapter, rasterize, read_back
@@ -62,15 +62,16 @@ class Forecaster:
     @classmethod
     def from_checkpoint(
         cls, checkpoint: str | Path, device: str = "cpu", num_heads: int | None = None,
-        decoder_num_heads: int | None = None, **kwargs,
+        decoder_num_heads: int | None = None, trust_checkpoint: bool = False, **kwargs,
     ) -> "Forecaster":
-        """An omnimae checkpoint, an official MAE .pth (by path or name: mae_base/large/huge) or HF ViTMAE weights."""
+        """An omnimae checkpoint, an official MAE .pth (by path or name: mae_base/large/huge) or HF ViTMAE weights.
+        trust_checkpoint: let an omnimae checkpoint's stored config build classes other than omnimae's own."""
         from omnimae import hub
 
         path = hub.fetch_checkpoint(str(checkpoint)) if str(checkpoint) in hub.OFFICIAL else Path(checkpoint)
         ckpt = read_checkpoint(path)
         if ckpt.get("omnimae"):
-            model, cfg = load_model(path)
+            model, cfg = rebuild_model(ckpt, str(path), trust_checkpoint)
             modality = "timeseries" if "timeseries" in model.adapters else next(iter(model.adapters))
             return cls(model, modality, device, **kwargs)
         sd = state_dict_of(ckpt)

@@ -28,6 +28,7 @@ def load_forecaster(cfg: DictConfig) -> Forecaster:
     ckpt = default_checkpoint() if cfg.checkpoint == "default" else cfg.checkpoint
     return Forecaster.from_checkpoint(
         ckpt, device=device, num_heads=cfg.num_heads, decoder_num_heads=cfg.decoder_num_heads, batch_size=cfg.batch_size,
+        trust_checkpoint=cfg.trust_checkpoint,
         **({"interpolation": cfg.interpolation} if cfg.get("interpolation") else {}),
     )
 

@@ -122,7 +122,7 @@ def run_probe(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("embeddings"):
         return probe_embeddings(cfg)
     path = latest_checkpoint() if cfg.checkpoint == "latest" else Path(cfg.checkpoint)
-    model, mcfg = load_model(path)
+    model, mcfg = load_model(path, trust_checkpoint=cfg.trust_checkpoint)
     modality = cfg.modality or next(iter(model.adapters))
     if modality not in model.adapters:
         raise ConfigError("modality", f"{modality!r} is not in the checkpoint (it has {list(model.adapters)})")

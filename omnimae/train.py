@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader, Sampler, default_collate
 
 from omnimae import __version__
 from omnimae.batch import batch_size, to_device
+from omnimae.checkpoint_trust import weights_sha256
 from omnimae.config import OptimConfig
 from omnimae.errors import ConfigError, OmniMAEError
 from omnimae.io import atomic_path
@@ -436,6 +437,7 @@ class MAEPretrainer(L.LightningModule):
             "config": self.config,
             "modalities": list(self.model.adapters),
             "targets": {m: ("norm_pix" if a.norm_pix_loss else "pix") for m, a in self.model.adapters.items()},
+            "weights_sha256": weights_sha256(checkpoint["state_dict"]),  # read_checkpoint refuses flipped bytes
         }
 
 
