@@ -65,6 +65,8 @@ def validate(cfg: DictConfig) -> None:
     _check_callbacks(cfg.get("callbacks") or {})
     if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):
         raise ConfigError("seed", f"expected an integer, got {cfg.get('seed')!r}")
+    if not isinstance(cfg.get("overwrite", False), bool):
+        raise ConfigError("overwrite", f"expected true or false, got {cfg.get('overwrite')!r}")
 
 
 # callbacks.<key>: (smallest value, what it means; None where null is allowed too)

@@ -17,6 +17,7 @@ from omnimae.checkpoint import read_checkpoint
 from omnimae.config import ModalityRun, OptimConfig
 from omnimae.errors import CheckpointError, ConfigError, OmniMAEError
 from omnimae.io import atomic_path
+from omnimae.run_dir import claim_run_dir
 from omnimae.train import (
     AtomicCheckpointIO,
     MAEDataModule,
@@ -166,13 +167,14 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
         raise ConfigError("trainer", str(e)) from e
     module.peak_lr(trainer)  # optim.min_lr against the lr of this batch and process count, before anything is written
     _allow_unused_parameters(trainer, runs)
-    if trainer.is_global_zero:
-        with atomic_path(run_dir / "config.yaml") as tmp:
-            tmp.write_text(OmegaConf.to_yaml(config))
-    start = time.time()
-    trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("resume"))
-    last = ckpt_dir / "last.ckpt"
-    trainer.save_checkpoint(last, weights_only=False)  # the final state, also when the run stopped between saves
+    with claim_run_dir(run_dir, cfg.get("resume"), bool(cfg.get("overwrite")), primary=trainer.is_global_zero):
+        if trainer.is_global_zero:
+            with atomic_path(run_dir / "config.yaml") as tmp:
+                tmp.write_text(OmegaConf.to_yaml(config))
+        start = time.time()
+        trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("resume"))
+        last = ckpt_dir / "last.ckpt"
+        trainer.save_checkpoint(last, weights_only=False)  # the final state, also when the run stopped between saves
     in_sync = check_ranks_in_sync(trainer, module) if trainer.world_size > 1 else None
     _end_process_group()
     return {
