@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from omnimae.adapter import ModalityAdapter, minmax, register_modality
 from omnimae.data.skip import SkipBudget, budget_for, load_or_stand_in, scan_splits
-from omnimae.files import DecodedCache, find_files, folder_splits
+from omnimae.files import DecodedCache, find_files, folder_splits, walk
 from omnimae.errors import ConfigError, DataError
 from omnimae.tokenizers import PatchTokenizer2D
 
@@ -209,7 +209,7 @@ def _stats(root, sample_rate, target_length, mel_bins, skip_bad, progress) -> tu
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
-    paths = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    paths = sorted(walk(root, lambda p, is_dir: not is_dir and p.suffix.lower() in AUDIO_SUFFIXES))
     if not paths:
         raise DataError(f"{root}: no audio files ({', '.join(sorted(AUDIO_SUFFIXES))}) found")
     n, mean, m2, files, skipped = 0, 0.0, 0.0, 0, 0

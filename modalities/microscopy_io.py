@@ -14,7 +14,6 @@ import csv
 import json
 import logging
 import math
-import os
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from omnimae.errors import ConfigError, DataError
+from omnimae.files import walk
 
 TIFF_SUFFIXES = (".tif", ".tiff")  # .ome.tif / .ome.tiff included
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")  # single-channel files a manifest may name
@@ -578,17 +578,4 @@ def find_microscopy(root: str | Path) -> list[Path]:
         raise DataError(f"{root}: no such folder")
     if _zarr_kind(root) == "image":
         return [root]
-    found: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        folder = Path(dirpath)
-        keep = []
-        for name in dirnames:
-            if name.startswith("."):
-                continue
-            if _zarr_kind(folder / name) == "image":
-                found.append(folder / name)
-            else:
-                keep.append(name)
-        dirnames[:] = keep
-        found += [folder / f for f in filenames if not f.startswith(".") and f.lower().endswith(TIFF_SUFFIXES)]
-    return sorted(found)
+    return sorted(walk(root, lambda p, is_dir: _zarr_kind(p) == "image" if is_dir else p.name.lower().endswith(TIFF_SUFFIXES)))

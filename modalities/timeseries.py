@@ -304,12 +304,12 @@ class TimeSeriesData:
             return None
         from pathlib import Path
 
+        from omnimae.files import walk
         from omnimae.series_io import NETCDF_SUFFIXES, periodicity_candidates, read_series
 
         root = Path(self.root).expanduser()
         kinds = (".csv", ".tsv", ".zarr", *NETCDF_SUFFIXES)  # what read_series reads, in any case
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in kinds
-                       and not any(q.suffix.lower() == ".zarr" for q in p.relative_to(root).parents))
+        files = sorted(walk(root, lambda p, is_dir: p.suffix.lower() in kinds))  # a zarr store whole, not its insides
         if not files:
             raise DataError(f"data.root={root}: no series found ({', '.join(kinds)})")
         out = []

@@ -1,15 +1,18 @@
 """Finding data files and splitting them: shared by every file-based modality."""
 from __future__ import annotations
 
+import logging
 import math
 import os
 import stat
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from omnimae.errors import DataError
+
+log = logging.getLogger("omnimae")
 
 Split = tuple[list[Path], list[int]]
 
@@ -18,15 +21,51 @@ def _subfolders(root: Path) -> list[Path]:
     return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
 
 
-def _walk(folder: Path, suffixes: set[str]):
-    """Files with these suffixes; a folder with one (a zarr store) counts as one entry, not searched inside."""
-    for p in folder.iterdir():
-        if p.name.startswith("."):
+def walk(root: str | Path, match: Callable[[Path, bool], bool], seen: set | None = None) -> Iterator[Path]:
+    """What lies under root, in name order: the files `match(path, False)` takes, and the folders
+    `match(path, True)` takes whole (a zarr store), not searched inside; hidden names are passed over.
+    Each real folder is searched once (`seen` holds their identities, shared between calls): a link to
+    a folder already searched, a loop like sub/up -> .. or a second way to the same files, is skipped
+    with a warning naming it, so no file counts twice."""
+    seen = set() if seen is None else seen
+    if _enter(Path(root), seen):
+        yield from _search(Path(root), match, seen)
+
+
+def _identity(folder: Path) -> tuple[int, int]:
+    st = folder.stat()  # through links: the folder itself
+    return st.st_dev, st.st_ino
+
+
+def _enter(folder: Path, seen: set) -> bool:
+    """Mark a folder as searched; False, with a warning naming it, where it was already."""
+    try:
+        identity = _identity(folder)
+    except FileNotFoundError as e:
+        raise DataError(f"{folder}: no such folder") from e
+    except OSError as e:  # e.g. no permission
+        raise DataError(f"{folder}: cannot search this folder ({e.strerror or e})") from e
+    if identity in seen:
+        log.warning("%s: skipped, a link to %s, which is searched already (a link loop, or a second way "
+                    "to the same files)", folder, folder.resolve())
+        return False
+    seen.add(identity)
+    return True
+
+
+def _search(folder: Path, match: Callable[[Path, bool], bool], seen: set) -> Iterator[Path]:
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as e:
+        raise DataError(f"{folder}: cannot list this folder ({e.strerror or e})") from e
+    for entry in entries:
+        if entry.name.startswith("."):
             continue
-        if p.suffix.lower() in suffixes:
-            yield p
-        elif p.is_dir():
-            yield from _walk(p, suffixes)
+        path, is_dir = Path(entry.path), entry.is_dir()  # is_dir follows links
+        if match(path, is_dir):
+            yield path
+        elif is_dir and _enter(path, seen):
+            yield from _search(path, match, seen)
 
 
 def find_files(
@@ -43,8 +82,9 @@ def find_files(
     classes = list(classes) if classes else [d.name for d in subdirs]
     index = {c: i for i, c in enumerate(classes)}
     paths, labels = [], []
+    seen = {_identity(root)} if subdirs else set()  # a class folder's link back to the root is a loop too
     for label, folder in ([(index[d.name], d) for d in subdirs] or [(-1, root)]):
-        found = sorted(_walk(folder, suffixes))
+        found = sorted(walk(folder, lambda p, is_dir: p.suffix.lower() in suffixes, seen))
         paths += found
         labels += [label] * len(found)
     if not paths:

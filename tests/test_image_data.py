@@ -32,6 +32,29 @@ def test_imagefolder_and_flat_layouts(image_folder, tmp_path):
     assert fclasses == [] and flabels == [-1, -1, -1] and len(fpaths) == 3
 
 
+def test_link_loops_and_second_links_count_each_image_once_and_are_named(tmp_path, caplog):
+    """sub/up -> .. (the root) loops: each real folder is searched once, whatever links lead to it."""
+    import logging
+    import os
+
+    pixels = np.zeros((8, 8, 3), np.uint8)
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(6):
+            Image.fromarray(pixels + i).save(tmp_path / cls / f"{i}.png")
+    links = [tmp_path / "a" / "up", tmp_path / "a" / "self", tmp_path / "b" / "again"]
+    for link, target in zip(links, ("..", ".", os.path.join("..", "a"))):
+        link.symlink_to(target, target_is_directory=True)
+    with caplog.at_level(logging.WARNING, logger="omnimae"):
+        paths, labels, classes = find_images(tmp_path)
+    assert classes == ["a", "b"] and len(paths) == len(set(paths)) == 12 and labels == [0] * 6 + [1] * 6
+    assert set(paths) == {tmp_path / c / f"{i}.png" for c in ("a", "b") for i in range(6)}  # by no link's path
+    named = [r.getMessage().split(":")[0] for r in caplog.records]
+    assert sorted(named) == sorted(map(str, links))  # each link reported once
+    data = ImageData(root=str(tmp_path), img_size=8, in_chans=3, val_fraction=0.0)
+    assert len(data.dataset("train", train=True)) == 12
+
+
 def test_training_crops_are_seeded_and_normalized(image_folder):
     data = ImageData(root=str(image_folder), img_size=16, in_chans=3)
     ds = data.dataset("train", train=True)
