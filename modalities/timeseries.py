@@ -97,34 +97,74 @@ class RasterGeometry:
             )
 
 
-def normalize(x: torch.Tensor, norm_const: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """x [B, T, V] -> (x_norm, mean [B, 1, V], std [B, 1, V]); std scaled by 1 / norm_const."""
-    means = x.mean(1, keepdim=True)
-    x = x - means
-    stdev = torch.sqrt(torch.var(x, dim=1, keepdim=True, unbiased=False) + 1e-5) / norm_const
-    return x / stdev, means, stdev
+EPS_MODES = ("relative", "visionts")
 
 
-def rasterize(x: torch.Tensor, geo: RasterGeometry, norm_const: float = 0.4):
-    """Context x [B, T, V] -> (images [B*V, 3, H, W] with the future columns zero, mean, std)."""
-    x, means, stdev = normalize(x, norm_const)
-    x = rearrange(x, "b t v -> b v t")
+def check_eps(eps: str) -> str:
+    if eps not in EPS_MODES:
+        raise ConfigError("eps", f"must be one of {', '.join(EPS_MODES)}, got {eps!r}")
+    return eps
+
+
+@dataclass(frozen=True)
+class SeriesScale:
+    """Per-series normalization x -> (x / unit - mean) / std, [B, 1, V] each.
+
+    `unit` is a power of two near the series' largest |value|: dividing by it is exact, and keeps
+    every sum and square finite, so a series at 1e154 or 1.7e308 normalizes like one at 1.
+    `mean` and `std` are in units; std includes 1 / norm_const and is 0 for a constant series.
+    """
+
+    unit: torch.Tensor
+    mean: torch.Tensor
+    std: torch.Tensor
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        return (x / self.unit - self.mean) / torch.where(self.std > 0, self.std, 1)  # a constant series: zeros
+
+    def invert(self, y: torch.Tensor) -> torch.Tensor:
+        return (y * self.std + self.mean) * self.unit
+
+
+def series_scale(x: torch.Tensor, norm_const: float, eps: str = "relative") -> SeriesScale:
+    """The normalization of context x [B, T, V]: its mean and std (scaled by 1 / norm_const).
+
+    eps="relative": the std itself, so forecasts scale with the series (a * x + b forecasts as
+    a * forecast(x) + b at any a > 0); a constant series forecasts as that constant.
+    eps="visionts": sqrt(var + 1e-5) in the series' own units, exactly as VisionTS (conformance).
+    """
+    check_eps(eps)
+    _, exponent = torch.frexp(x.abs().amax(1, keepdim=True))
+    unit = torch.ldexp(torch.ones_like(exponent, dtype=x.dtype), exponent - 1)  # |x| / unit < 2
+    scaled = x / unit
+    mean = scaled.mean(1, keepdim=True)
+    sd = torch.sqrt(torch.var(scaled - mean, dim=1, keepdim=True, unbiased=False))
+    if eps == "visionts":  # sqrt(var + 1e-5) in units, as a hypot so neither term overflows
+        return SeriesScale(unit, mean, torch.hypot(sd, 1e-5**0.5 / unit) / norm_const)
+    constant = (x == x[:, :1]).all(1, keepdim=True)  # exactly: its rounded mean could differ from it
+    mean = torch.where(constant, scaled[:, :1], mean)
+    return SeriesScale(unit, mean, torch.where(constant, 0, sd / norm_const))
+
+
+def rasterize(x: torch.Tensor, geo: RasterGeometry, norm_const: float = 0.4, eps: str = "relative"):
+    """Context x [B, T, V] -> (images [B*V, 3, H, W] with the future columns zero, its SeriesScale)."""
+    scale = series_scale(x, norm_const, eps)
+    x = rearrange(scale.apply(x), "b t v -> b v t")
     x = F.pad(x, (geo.pad_left, 0), mode="replicate")  # [B, V, pad + T]
     x = rearrange(x, "b v (p f) -> (b v) 1 f p", f=geo.periodicity)  # folded: periodicity rows
     x = _resize(x, (geo.img_size, geo.input_width), geo.interpolation)
     future = x.new_zeros(x.shape[0], 1, geo.img_size, geo.img_size - geo.input_width)
     image = torch.cat([x, future], dim=-1)  # [B*V, 1, H, W]
-    return repeat(image, "n 1 h w -> n c h w", c=3), means, stdev
+    return repeat(image, "n 1 h w -> n c h w", c=3), scale
 
 
-def read_back(images: torch.Tensor, geo: RasterGeometry, means: torch.Tensor, stdev: torch.Tensor) -> torch.Tensor:
+def read_back(images: torch.Tensor, geo: RasterGeometry, scale: SeriesScale) -> torch.Tensor:
     """Reconstructed images [B*V, C, H, W] -> forecast [B, pred_len, V] in the series' units."""
     grey = images.mean(1, keepdim=True)  # colour to grey
     folded = _resize(grey, (geo.periodicity, geo.output_width), geo.interpolation)
-    flat = rearrange(folded, "(b v) 1 f p -> b (p f) v", b=means.shape[0])
+    flat = rearrange(folded, "(b v) 1 f p -> b (p f) v", b=scale.unit.shape[0])
     start = geo.pad_left + geo.context_len
-    y = flat[:, start : start + geo.pred_len]
-    return y * stdev + means
+    return scale.invert(flat[:, start : start + geo.pred_len])
 
 
 @register_modality("timeseries")
@@ -217,8 +257,7 @@ def window_image(series: np.ndarray, period: int, img_size: int, context_fractio
     """A whole window (context and future at one scale) folded by period -> [chans, H, W]."""
     x = torch.as_tensor(series, dtype=torch.float32).view(1, -1, 1)
     n_ctx = max(period, int(len(series) * context_fraction))
-    _, mean, std = normalize(x[:, :n_ctx], norm_const)  # context statistics, as at forecast time
-    x = ((x - mean) / std).view(1, 1, -1)
+    x = series_scale(x[:, :n_ctx], norm_const).apply(x).view(1, 1, -1)  # context statistics, as at forecast time
     folded = rearrange(x, "b c (p f) -> b c f p", f=period)
     img = _resize(folded, (img_size, img_size), interpolation)[0]  # [1, H, W]
     return img.expand(chans, -1, -1).contiguous()

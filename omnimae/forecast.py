@@ -13,9 +13,9 @@ from omegaconf import DictConfig
 
 from omnimae.build import build_model
 from omnimae.checkpoint import convert_to_omnimae, load_weights, read_checkpoint, rebuild_model, state_dict_of, hf_to_official, detect_layout
-from omnimae.errors import CheckpointError, ConfigError
+from omnimae.errors import CheckpointError, ConfigError, DataError
 from omnimae.model import MaskedAutoencoder
-from omnimae.modalities.timeseries import RasterGeometry, TimeSeriesAdapter, rasterize, read_back
+from omnimae.modalities.timeseries import RasterGeometry, TimeSeriesAdapter, check_eps, rasterize, read_back
 
 DEFAULT_RASTER = {"norm_const": 0.4, "align_const": 0.4, "interpolation": "bilinear"}
 
@@ -44,7 +44,10 @@ class Forecaster:
         norm_const: float | None = None,
         align_const: float | None = None,
         interpolation: str | None = None,
+        eps: str = "relative",
     ):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError("batch_size", f"must be a positive integer, got {batch_size!r}")
         if modality not in model.adapters:
             raise ConfigError("modality", f"{modality!r} is not in the model (it has {list(model.adapters)})")
         adapter = model.adapters[modality]
@@ -58,6 +61,7 @@ class Forecaster:
         own = {k: getattr(adapter, k) for k in DEFAULT_RASTER if isinstance(adapter, TimeSeriesAdapter)}
         given = {"norm_const": norm_const, "align_const": align_const, "interpolation": interpolation}
         self.raster = DEFAULT_RASTER | own | {k: v for k, v in given.items() if v is not None}
+        self.eps = check_eps(eps)  # relative: scale-true forecasts; visionts: its absolute +1e-5 on the variance
 
     @classmethod
     def from_checkpoint(
@@ -105,7 +109,7 @@ class Forecaster:
         if not torch.isfinite(x).all():
             raise ValueError("context holds NaN or infinite values")
         geo = self.geometry(x.shape[1], horizon, periodicity)
-        images, means, stdev = rasterize(x, geo, self.raster["norm_const"])  # [B*V, 3, H, W]
+        images, scale = rasterize(x, geo, self.raster["norm_const"], self.eps)  # [B*V, 3, H, W]
         images = images[:, :1].float().expand(-1, self.adapter.in_chans, -1, -1)  # grey in every channel
         mask = geo.mask().to(self.device)
         recon = []
@@ -113,4 +117,9 @@ class Forecaster:
             chunk = images[i : i + self.batch_size].to(self.device)
             out = self.model.forward_modality(chunk, self.modality, mask=mask.expand(chunk.shape[0], -1))
             recon.append(self.adapter.untokenize(out.patches.replace(out.pred.float())).cpu())
-        return read_back(torch.cat(recon).double(), geo, means, stdev).numpy()  # [B, horizon, V], float64
+        y = read_back(torch.cat(recon).double(), geo, scale)  # [B, horizon, V], float64
+        if not torch.isfinite(y).all():  # only de-normalizing can overflow: the series is near float64's limit
+            peak = float(x.abs().max())
+            raise DataError(f"the forecast leaves float64's range ({int((~torch.isfinite(y)).sum())} of {y.numel()} "
+                            f"values overflow when scaled back to the series' magnitude, up to {peak:.3g})")
+        return y.numpy()

@@ -32,13 +32,13 @@ def test_rasterize_then_read_back_returns_the_series_when_the_image_is_the_truth
     assert (g.num_patch_input, g.input_width, g.output_width) == (4, 32, 16)  # 4 px per period, exactly
     t = np.arange(g.output_width * period)
     series = torch.tensor(np.sin(2 * np.pi * t / period) + 0.02 * t, dtype=torch.float32).view(1, -1, 1)
-    images, mean, std = rasterize(series[:, :ctx], g)
+    images, scale = rasterize(series[:, :ctx], g)
     # the "perfect" reconstruction: the whole series drawn at the scale the context got
-    x = ((series - mean) / std).view(1, 1, g.output_width, period).transpose(2, 3)  # [1, 1, f, p]
+    x = scale.apply(series).view(1, 1, g.output_width, period).transpose(2, 3)  # [1, 1, f, p]
     truth_image = torch.nn.functional.interpolate(x, size=(64, 64), mode="nearest").expand(1, 3, 64, 64)
     torch.testing.assert_close(images[..., : g.input_width], truth_image[..., : g.input_width])  # same context pixels
     assert (images[..., g.input_width :] == 0).all()  # the future is blank
-    y = read_back(truth_image, g, mean, std)
+    y = read_back(truth_image, g, scale)
     np.testing.assert_allclose(y[0, :, 0].numpy(), series[0, ctx : ctx + horizon, 0].numpy(), atol=1e-5)
 
 
@@ -170,3 +170,58 @@ def test_synthetic_windows_when_max_length_is_below_the_shortest_window():
     images = [ds[(i, i)] for i in range(60)]
     assert all(img.shape == (3, 64, 64) and torch.isfinite(img).all() for img in images)
     assert any((img - img[:, :1]).abs().max() < 1e-6 for img in images)  # some are period 1 (unfolded)
+
+
+@pytest.fixture(scope="module")
+def tiny_forecaster():
+    torch.manual_seed(0)
+    return Forecaster(build_model(compose("pretrain", TS)))
+
+
+def seasonal(n: int = 96) -> np.ndarray:
+    t = np.arange(n)
+    return (np.sin(2 * np.pi * t / 12) + 0.02 * t + np.random.default_rng(0).normal(0, 0.1, n))[:, None]
+
+
+@pytest.mark.parametrize("a", [1e-9, 1e-3, 1.0, 1e3, 1e9])
+@pytest.mark.parametrize("b", [0.0, 100.0, -1e4])
+def test_forecasts_scale_with_the_series(tiny_forecaster, a, b):
+    """forecast(a x + a b) = a forecast(x) + a b: the variance gets no absolute epsilon (VisionTS's
+    +1e-5 flattened a series scaled by 1e-6 to nearly a constant)."""
+    x = seasonal()
+    base = tiny_forecaster.predict(x, 12, 12)
+    got = tiny_forecaster.predict(a * x + a * b, 12, 12)
+    np.testing.assert_allclose(got, a * base + a * b, rtol=0, atol=1e-5 * a * x.std())
+
+
+def test_the_visionts_setting_keeps_its_absolute_epsilon():
+    from omnimae.modalities.timeseries import series_scale
+
+    x = torch.tensor(seasonal(), dtype=torch.float64)[None] * 1e-3  # [1, T, 1]: var 5e-7, beside 1e-5
+    v = series_scale(x, 0.4, "visionts")
+    expected = np.sqrt(x.var(unbiased=False).item() + 1e-5) / 0.4
+    np.testing.assert_allclose((v.std * v.unit).item(), expected, rtol=1e-12)
+    np.testing.assert_allclose((v.mean * v.unit).item(), x.mean().item(), rtol=1e-12)
+    r = series_scale(x, 0.4, "relative")
+    np.testing.assert_allclose((r.std * r.unit).item(), x.std(unbiased=False).item() / 0.4, rtol=1e-12)
+    with pytest.raises(ConfigError, match="eps: must be one of relative, visionts"):
+        Forecaster(build_model(compose("pretrain", TS)), eps="absolute")
+
+
+def test_series_near_the_float64_limit_forecast_finite_or_fail_naming_the_problem(tiny_forecaster):
+    from omnimae.errors import DataError
+
+    x = seasonal()
+    np.testing.assert_allclose(tiny_forecaster.predict(x * 1e154, 12, 12), tiny_forecaster.predict(x, 12, 12) * 1e154, rtol=1e-6)
+    np.testing.assert_allclose(tiny_forecaster.predict(x * 1e-300, 12, 12), tiny_forecaster.predict(x, 12, 12) * 1e-300, rtol=1e-6)
+    for level in (1.7e308, -1.7e308, 0.0, -3.5):  # a constant history forecasts as that constant
+        assert (tiny_forecaster.predict(np.full((48, 1), level), 12, 12) == level).all()
+    # a model that draws every future pixel far out: scaled back from a series at +-1e308 it overflows
+    model = build_model(compose("pretrain", TS))
+    with torch.no_grad():
+        model.adapters["timeseries"].head.weight.zero_()
+        model.adapters["timeseries"].head.bias.fill_(100.0)
+    wild = Forecaster(model)
+    assert np.allclose(wild.predict(x, 12, 12), x.mean() + 100 * x.std() / 0.4, rtol=1e-4)  # closed form at scale 1
+    with pytest.raises(DataError, match="leaves float64's range"):
+        wild.predict(np.resize([1e308, -1e308], 48)[:, None], 12, 12)

@@ -32,7 +32,8 @@ def checkpoint_dir(tmp_path_factory):
 def reference(checkpoint_dir, monkeypatch):
     monkeypatch.setitem(visionts.model.MAE_ARCH, "mae_base", [partial(models_mae.MaskedAutoencoderViT, **SMALL), "mae_visualize_vit_base.pth"])
     ref = visionts.VisionTS("mae_base", ckpt_dir=str(checkpoint_dir)).eval()
-    ours = Forecaster.from_checkpoint(checkpoint_dir / "mae_visualize_vit_base.pth", num_heads=4, decoder_num_heads=4)
+    # eps="visionts": its absolute +1e-5 on the variance (the default, relative, is scale-true instead)
+    ours = Forecaster.from_checkpoint(checkpoint_dir / "mae_visualize_vit_base.pth", num_heads=4, decoder_num_heads=4, eps="visionts")
     return ref, ours
 
 
@@ -72,3 +73,18 @@ def test_a_series_far_from_zero_keeps_its_detail(reference, level):
     base = ours.predict(x, 24, 24)
     shifted = ours.predict(x + level, 24, 24)
     np.testing.assert_allclose(shifted - level, base, atol=1e-3)
+
+
+def test_the_visionts_setting_matches_visionts_where_its_epsilon_dominates(reference):
+    """At a scale of 1e-3 the variance (about 1e-6) is below VisionTS's absolute +1e-5: eps="visionts"
+    still forecasts as the package does, the scale-true default does not."""
+    ref, ours = reference
+    t = np.arange(96)
+    x = 1e-3 * (np.sin(2 * np.pi * t / 24) + np.random.default_rng(1).normal(0, 0.2, 96))[None, :, None]
+    ref.update_config(context_len=96, pred_len=24, periodicity=24, interpolation="bilinear")
+    ours.raster["interpolation"] = "bilinear"
+    with torch.no_grad():
+        expected = ref(torch.tensor(x, dtype=torch.float32)).numpy()
+    np.testing.assert_allclose(ours.predict(x, 24, 24), expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max())
+    ours.eps = "relative"
+    assert not np.allclose(ours.predict(x, 24, 24), expected, rtol=1e-3, atol=1e-3 * np.abs(expected).max())
