@@ -4,10 +4,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from omnimae.config import ModalityRun, OptimConfig, check_node, check_targets
+from omnimae.config import ModalityRun, OptimConfig, check_model, check_node, check_targets
 from omnimae.errors import ConfigError
 from omnimae.hardware import resolve_precision
 from omnimae.model import MaskedAutoencoder
@@ -47,6 +48,7 @@ def validate(cfg: DictConfig) -> None:
     provided = {f"modalities.{m}.adapter": ADAPTER_DIMS for m in cfg.modalities}
     provided["model"] = ("adapters",)
     check_targets(cfg, provided=provided)
+    check_model(cfg.model)
     check_node(cfg.optim, OptimConfig, "optim")
     _prefixed("optim", lambda: OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True)))
     for m, node in cfg.modalities.items():
@@ -101,6 +103,25 @@ def build_model(cfg: DictConfig) -> MaskedAutoencoder:
         dims = {k: cfg.model[k] for k in ADAPTER_DIMS}
         adapters[m] = _prefixed(f"modalities.{m}.adapter", instantiate, node.adapter, **dims)
     return _prefixed("model", instantiate, cfg.model, adapters=adapters, _convert_="object")
+
+
+def check_mask_ratios(model: MaskedAutoencoder) -> None:
+    """Each modality's mask_ratio must leave tokens visible and hide some at its token count N (the
+    MAE rule keeps int(N x (1 - ratio)); else a masking keeps one token anyway, or hides nothing):
+    tried once on the adapter's example input, before training, naming the key with the counts."""
+    generator = torch.Generator().manual_seed(0)
+    for m, adapter in model.adapters.items():
+        patches = adapter.tokenize(adapter.example_input(1, generator))
+        n, ratio = patches.values.shape[1], adapter.mask_ratio
+        hidden = int(adapter.mask(patches, generator=generator).mask.sum())
+        if int(n * (1 - ratio)) < 1 or hidden == n:
+            problem = (f"{ratio} leaves no visible token of the {n}: int({n} x (1 - {ratio})) = {int(n * (1 - ratio))}; "
+                       f"at {n} tokens it can be at most {1 - 1 / n:.4g}")
+        elif hidden == 0:
+            problem = f"{ratio} hides none of the {n} tokens with {adapter.masking} masking; raise it"
+        else:
+            continue
+        raise ConfigError(f"modalities.{m}.adapter.mask_ratio", problem)
 
 
 def build_data(cfg: DictConfig) -> dict[str, Any]:

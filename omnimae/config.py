@@ -66,6 +66,26 @@ class ModalityRun:
             raise ConfigError("sampling_weight", f"must be positive, got {self.sampling_weight}")
 
 
+# model.<key> values that count something: every width, depth and head count is a whole number >= 1
+MODEL_COUNTS = ("embed_dim", "depth", "num_heads", "decoder_embed_dim", "decoder_depth", "decoder_num_heads")
+
+
+def check_model(node: Mapping, path: str = "model") -> None:
+    """The transformer's shape: positive counts, a positive mlp_ratio, and each width divisible by its
+    head count (a head takes width / heads channels), each failure naming its key."""
+    for key in MODEL_COUNTS:
+        value = node.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"{path}.{key}", f"must be a positive integer, got {value!r}")
+    ratio = node.get("mlp_ratio", 1.0)
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not ratio > 0:
+        raise ConfigError(f"{path}.mlp_ratio", f"must be a positive number (the MLP width over embed_dim), got {ratio!r}")
+    for width, heads in (("embed_dim", "num_heads"), ("decoder_embed_dim", "decoder_num_heads")):
+        if width in node and heads in node and node[width] % node[heads]:
+            raise ConfigError(f"{path}.{width}", f"{node[width]} is not divisible by {path}.{heads}={node[heads]} "
+                                                 f"(each attention head takes {width} / {heads} channels)")
+
+
 def _matches(value: Any, hint: Any) -> bool:
     """Loose runtime check of a config value against a type hint; unknown hints pass."""
     if hint is Any or hint is inspect.Parameter.empty:

@@ -12,7 +12,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from omnimae.build import build_data, build_model, validate
+from omnimae.build import build_data, build_model, check_mask_ratios, validate
 from omnimae.checkpoint import read_checkpoint
 from omnimae.config import ModalityRun, OptimConfig
 from omnimae.errors import CheckpointError, ConfigError, OmniMAEError
@@ -65,6 +65,21 @@ def _flat(node: Any, prefix: str) -> dict[str, Any]:
     return {prefix: node}
 
 
+def check_resumable(ckpt: dict, path: str) -> None:
+    """resume= continues a run: it needs the training state (optimizer, step, data position) that only
+    the .ckpt files omnimae pretrain writes hold, not weights alone."""
+    if all(k in ckpt for k in ("omnimae", "optimizer_states", "loops")):
+        return
+    if str(path).endswith(".safetensors"):
+        what = "a safetensors file of weights only"
+    elif "model" in ckpt:
+        what = "an official MAE checkpoint ({'model': weights}), weights only"
+    else:
+        what = "not a checkpoint of an omnimae pretrain run (it holds no optimizer state or step)"
+    raise CheckpointError(f"{path}: resume= takes a .ckpt that omnimae pretrain wrote (<run_dir>/checkpoints/"
+                          f"last.ckpt) and continues that run; this is {what}")
+
+
 def check_resume_fits(cfg: DictConfig, model, ckpt: dict, path: str) -> None:
     """resume= continues the same run: the model this config builds must take the checkpoint's weights.
     Where it does not, name the model and adapter keys that differ from the run's stored config."""
@@ -114,9 +129,12 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
     """Train as configured; returns where the checkpoint, reconstructions and logs went."""
     validate(cfg)
     ckpt = read_checkpoint(cfg.resume) if cfg.get("resume") else None  # unreadable or missing: fail now, naming the file
+    if ckpt is not None:
+        check_resumable(ckpt, cfg.resume)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     run_dir = _run_dir(cfg)
     model = build_model(cfg)
+    check_mask_ratios(model)
     if ckpt is not None:
         check_resume_fits(cfg, model, ckpt, cfg.resume)
         del ckpt

@@ -5,8 +5,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
+from omnimae.errors import OutputError
 from omnimae.io import atomic_path
 from omnimae.train import AtomicCheckpointIO
 
@@ -84,3 +86,20 @@ def test_the_data_is_synced_before_the_rename_and_the_folder_after(tmp_path, mon
         data = tmp.stat().st_ino
     assert events == [("fsync", data), ("replace", data), ("fsync", tmp_path.stat().st_ino)]
     assert (tmp_path / "out.csv").read_text() == "a,b\n1,2\n"
+
+
+def test_an_output_that_cannot_be_written_fails_naming_it(tmp_path, monkeypatch):
+    (tmp_path / "notes.txt").write_text("a file")
+    out = tmp_path / "notes.txt" / "embeddings.npz"
+    with pytest.raises(OutputError, match=rf"^{out}: cannot be written"):
+        with atomic_path(out) as tmp:
+            tmp.write_text("never")
+    assert (tmp_path / "notes.txt").read_text() == "a file"
+
+    def refuse(*args, **kwargs):  # as in a folder this user may not write in (chmod does not stop root)
+        raise PermissionError(13, "Permission denied", str(tmp_path))
+
+    monkeypatch.setattr("tempfile.mkstemp", refuse)
+    with pytest.raises(OutputError, match=rf"^{tmp_path / 'out.csv'}: cannot be written \(Permission denied"):
+        with atomic_path(tmp_path / "out.csv"):
+            pass

@@ -83,3 +83,14 @@ def test_overwrite_must_be_true_or_false():
 
     with pytest.raises(ConfigError, match="^overwrite: expected true or false, got 'yes'"):
         validate(compose("pretrain", FAST + ["overwrite=yes"]))
+
+
+def test_resume_takes_only_a_checkpoint_that_pretrain_wrote(tmp_path, capsys):
+    official = tmp_path / "mae_pretrain_vit_tiny.pth"
+    torch.save({"model": {"cls_token": torch.zeros(1, 1, 64)}}, official)  # the official MAE layout: weights only
+    safetensors = Path(__file__).parent / "fixtures" / "v0_1_0_tiny.safetensors"
+    for path, what in ((safetensors, "a safetensors file of weights only"), (official, "an official MAE checkpoint")):
+        assert main(["pretrain", *FAST, f"resume={path}", f"run_dir={tmp_path / 'run'}"]) == 1
+        err = capsys.readouterr().err
+        assert f"{path}: resume= takes a .ckpt that omnimae pretrain wrote" in err and what in err, err
+    assert not (tmp_path / "run").exists()
