@@ -55,14 +55,18 @@ def validate(cfg: DictConfig) -> None:
         check_node(node, ModalityRun, f"modalities.{m}")
         _prefixed(f"modalities.{m}", lambda: ModalityRun(**OmegaConf.to_container(node, resolve=True)))
         if "adapter" not in node or node.adapter is None:
+                # the likely cause leads: an experiment preset's settings for a modality that is not selected
+                selected = [k for k, n in cfg.modalities.items() if "_target_" in (n.get("adapter") or {})] or ["..."]
+                asked = selected[0] if len(selected) == 1 else f"[{','.join(selected)}]"
             raise ConfigError(f"modalities.{m}.adapter", "missing")
         for part in ("adapter", "data"):
             if isinstance(node.get(part), DictConfig) and "_target_" not in node[part]:
                 raise ConfigError(
-                    f"modalities.{m}.{part}._target_",
-                    f"missing: modalities.{m} holds settings but no modality config behind them (is modality={m} "
-                    "selected?). The default experiment=digits sets up the image modality: with another modality, "
-                    f"pass experiment=none; to train {m} beside others, list it (modality=[{m},...])",
+                    "experiment",
+                    f"pass experiment=none with modality={asked}: the experiment preset (experiment=digits by default) "
+                    f"sets up the {m} modality too, leaving modalities.{m} with settings but no modality config behind "
+                    f"them (modalities.{m}.{part}._target_ is missing). To train {m} as well, list it: "
+                    f"modality=[{','.join([*selected, m])}]",
                 )
     _check_callbacks(cfg.get("callbacks") or {})
     if not isinstance(cfg.get("seed"), int) or isinstance(cfg.get("seed"), bool):

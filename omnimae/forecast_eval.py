@@ -53,7 +53,8 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from omnimae.io import atomic_path
+from omnimae.errors import OutputError
+from omnimae.io import atomic_path, check_writable
 
 METRICS = ("MAE", "MSE", "MASE", "sMAPE")
 
@@ -426,6 +427,8 @@ def evaluate(
         raise ValueError("no forecasters to evaluate")
     if max_context is not None and int(max_context) < 1:
         raise ValueError(f"max_context must be >= 1 or None, got {max_context}")
+    if int(n_origins) < 1:  # before the first series loads
+        raise ValueError(f"n_origins must be >= 1, got {n_origins}")
     rows = []
     bar = tqdm(list(suite.items()), desc="forecast eval", unit="series", disable=not progress)
     for name, entry in bar:
@@ -509,17 +512,34 @@ def _mase_bar_chart(summ: pd.DataFrame, path: Path, title: str) -> None:
         fig.savefig(tmp, format="png", dpi=100)
 
 
+RESULT_FILES = ("forecast_eval.csv", "forecast_eval_summary.csv", "forecast_eval_mase.png")
+
+
+def check_output_dir(output_dir: str | Path, overwrite: bool = False) -> Path:
+    """Refuse, before any work, an output_dir that already holds results (unless overwrite) or cannot be written."""
+    out = Path(output_dir).expanduser()
+    held = [name for name in RESULT_FILES if (out / name).exists()]
+    if held and not overwrite:
+        raise OutputError(f"{output_dir}: already holds forecast-eval results ({', '.join(held)}); "
+                          "choose another output_dir or pass overwrite=true")
+    check_writable(out / RESULT_FILES[0])
+    return out
+
+
 def run_forecast_eval(
     forecasters: Mapping[str, Forecaster],
     output_dir: str | Path,
     n_origins: int = 3,
     max_context: int | None = None,
     suite: Mapping[str, SuiteEntry] | None = None,
+    overwrite: bool = False,
 ) -> pd.DataFrame:
     """Evaluate, print the tables, and write into output_dir (each file atomically):
     forecast_eval.csv (per series x method), forecast_eval_summary.csv (per method) and
     forecast_eval_mase.png (mean MASE per method). Returns the per-series DataFrame.
+    An output_dir that already holds results is refused unless overwrite.
     """
+    out = check_output_dir(output_dir, overwrite)
     suite = SUITE if suite is None else suite
     df = evaluate(forecasters, suite, n_origins=n_origins, max_context=max_context, progress=True)
     summ = summary(df)
@@ -527,10 +547,10 @@ def run_forecast_eval(
     print()
     print(f"summary over {df['series'].nunique()} series, {n_origins} origins each, sorted by mean MASE:")
     print(summ.to_string(float_format=lambda x: f"{x:.4g}"))
-    out = Path(output_dir)
-    with atomic_path(out / "forecast_eval.csv") as tmp:
+    table, summary_table, chart = (out / name for name in RESULT_FILES)
+    with atomic_path(table) as tmp:
         df.to_csv(tmp, index=False)
-    with atomic_path(out / "forecast_eval_summary.csv") as tmp:
+    with atomic_path(summary_table) as tmp:
         summ.to_csv(tmp, index_label="method")
-    _mase_bar_chart(summ, out / "forecast_eval_mase.png", f"mean MASE over {df['series'].nunique()} series, {n_origins} origins")
+    _mase_bar_chart(summ, chart, f"mean MASE over {df['series'].nunique()} series, {n_origins} origins")
     return df

@@ -109,3 +109,19 @@ def refuse_overwrite(output: str | Path, *inputs: str | Path, overwrite: bool = 
             raise OutputError(f"{output}: refusing to write the output over an input file")
     if out.exists() and not overwrite:
         raise OutputError(f"{output}: already exists; choose another output or pass overwrite=true")
+
+
+def check_writable(output: str | Path) -> None:
+    """Raise OutputError unless `output` could be written: its nearest existing folder must be a folder we may write in."""
+    from omnimae.errors import OutputError
+
+    path = Path(output).expanduser().absolute()
+    if path.is_dir():
+        raise OutputError(f"{output}: is a folder, not a file")
+    folder = path.parent
+    while not folder.exists():  # (a path through a file does not exist either)
+        folder = folder.parent
+    if not folder.is_dir():
+        raise OutputError(f"{output}: cannot be written: {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{output}: cannot be written: no permission to write in {folder}")

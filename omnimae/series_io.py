@@ -560,7 +560,16 @@ def _check_forecast(table: SeriesTable, forecast: np.ndarray, what: str = "forec
         forecast = forecast[:, None]
     if forecast.ndim != 2 or forecast.shape[1] != len(table.names):
         raise ValueError(f"{what} of shape {forecast.shape} does not fit [H, {len(table.names)}] variates")
+    bad = ~np.isfinite(forecast)
+    if bad.any():
+        raise DataError(f"{table.source}: the {what} holds {int(bad.sum())} NaN or infinite values; nothing is written")
     return forecast
+
+
+def _display_scale(*arrays: np.ndarray) -> int:
+    """A power of ten to divide plotted values by: matplotlib's ticks overflow within about 1e308."""
+    peak = max((float(np.abs(a).max()) for a in arrays if a.size), default=0.0)
+    return int(np.floor(np.log10(peak))) if peak > 1e300 else 0
 
 
 def write_forecast(
@@ -616,14 +625,18 @@ def plot_forecast(
     forecast: np.ndarray,
     truth: np.ndarray | None = None,
     context_points: int | None = None,
+    inputs: Sequence[str | Path] = (),
+    overwrite: bool = False,
 ) -> Path:
     """A PNG with one panel per variate (the first 8): the end of the context, the forecast and
-    the truth when given. context_points defaults to max(3 x horizon, 64), at most the whole series."""
+    the truth when given. context_points defaults to max(3 x horizon, 64), at most the whole series.
+    Never written over an input, nor over an existing file unless overwrite."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     path = Path(path).expanduser()
     forecast = _check_forecast(table, forecast)
+    refuse_overwrite(path, table.source, *inputs, overwrite=overwrite)
     horizon, n_var = forecast.shape
     if truth is not None:
         truth = _check_forecast(table, truth, "truth")
@@ -641,14 +654,16 @@ def plot_forecast(
     FigureCanvasAgg(fig)
     axes = fig.subplots(shown, 1, sharex=True, squeeze=False)[:, 0]
     for j, ax in enumerate(axes):
+        ctx, fc, tr = table.values[len(table) - n_ctx:, j], forecast[:, j], truth[:, j] if truth is not None else np.empty(0)
+        k = _display_scale(ctx, fc, tr)
         if n_ctx:
-            ax.plot(np.asarray(x_ctx), table.values[len(table) - n_ctx:, j], color="0.3", lw=1, label="context")
+            ax.plot(np.asarray(x_ctx), ctx / 10.0**k, color="0.3", lw=1, label="context")
         if truth is not None:
-            ax.plot(np.asarray(x_truth), truth[:, j], color="tab:green", lw=1, label="truth")
-        ax.plot(np.asarray(x_fc), forecast[:, j], color="tab:orange", lw=1.5, label="forecast")
+            ax.plot(np.asarray(x_truth), tr / 10.0**k, color="tab:green", lw=1, label="truth")
+        ax.plot(np.asarray(x_fc), fc / 10.0**k, color="tab:orange", lw=1.5, label="forecast")
         if n_ctx and horizon:
             ax.axvline(np.asarray(x_ctx)[-1], color="0.6", lw=0.8, ls=":")
-        ax.set_ylabel(table.names[j], fontsize=8)
+        ax.set_ylabel(table.names[j] + (f" (x 1e{k})" if k else ""), fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0].legend(fontsize=7, loc="upper left")
     title = f"{Path(table.source).name}: {horizon}-step forecast"

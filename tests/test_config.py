@@ -91,11 +91,13 @@ def test_fsdp_config_builds_its_strategy_with_a_block_wrap_policy():
 
 def test_another_modality_beside_the_digits_default_names_the_leftover_node(capsys, tmp_path):
     """The default experiment=digits configures modalities.image; with modality=audio that leaves an
-    image node of settings without an adapter class: named before anything runs, with the way out."""
+    image node of settings without an adapter class: the way out leads, then the node it left."""
     args = ["modality=audio", "model=vit_small", "trainer.max_epochs=5", f"data.root={tmp_path}", f"run_dir={tmp_path / 'r'}"]
     assert main(["pretrain", *args]) == 1
     err = capsys.readouterr().err
-    assert "modalities.image.adapter._target_: missing" in err and "experiment=none" in err
+    message = err.split("omnimae pretrain: error: ", 1)[1]
+    assert message.startswith("experiment: pass experiment=none with modality=audio")
+    assert "modalities.image.adapter._target_ is missing" in message and "modality=[audio,image]" in message
     assert not (tmp_path / "r").exists()
     validate(compose("pretrain", ["experiment=none", *args]))  # the suggested way passes
 

@@ -149,3 +149,114 @@ def test_the_shipped_forecaster_is_the_default_and_beats_naive_on_a_seasonal_ser
     truth = df.iloc[120:][["passengers", "doubled"]].to_numpy()
     naive = np.repeat(df.iloc[119:120][["passengers", "doubled"]].to_numpy(), 24, axis=0)
     assert np.abs(fc - truth).mean() < np.abs(naive - truth).mean()
+
+
+def test_the_truth_is_an_input_never_replaced_nor_the_input(checkpoint, airline_csv, tmp_path, capsys):
+    df = pd.read_csv(airline_csv)
+    df.iloc[:120].to_csv(tmp_path / "history.csv", index=False)
+    df.iloc[120:].to_csv(tmp_path / "future.csv", index=False)
+    before = (tmp_path / "future.csv").read_bytes()
+    args = ["forecast", "--checkpoint", str(checkpoint[0]), "--input", str(tmp_path / "history.csv"), "--horizon", "24",
+            "--truth", str(tmp_path / "future.csv")]
+    assert main(args + ["--output", str(tmp_path / "future.csv"), "--overwrite"]) == 1
+    assert "future.csv: refusing to write the output over an input" in capsys.readouterr().err
+    assert (tmp_path / "future.csv").read_bytes() == before
+    assert main(args[:-1] + [str(tmp_path / "history.csv")]) == 1
+    assert "truth: " in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["airline.csv", "future.csv", "history.csv"]
+
+
+def test_the_plot_follows_the_outputs_overwrite_rule_before_any_work(checkpoint, airline_csv, tmp_path, capsys):
+    out, png = tmp_path / "fc.csv", tmp_path / "fc.csv.png"
+    png.write_bytes(b"the user's own picture")
+    args = ["forecast", f"checkpoint={checkpoint[0]}", f"input={airline_csv}", f"output={out}", "horizon=6"]
+    assert main(args) == 1
+    assert "fc.csv.png: already exists" in capsys.readouterr().err
+    assert png.read_bytes() == b"the user's own picture" and not out.exists()
+    assert main(args + ["plot=false"]) == 0 and png.read_bytes() == b"the user's own picture"
+    assert main(args + ["overwrite=true"]) == 0 and png.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--periodicity"], "periodicity: needs a value: a bare --periodicity reads as true"),
+        (["--periodicity", "--plot", "false"], "periodicity: needs a value"),
+        (["--horizon"], "horizon: needs a value: a bare --horizon reads as true"),
+        (["--batch-size", "0"], "batch_size: must be a positive integer, got 0"),
+        (["--max-gap", "-1"], "max_gap: must be an integer >= 0, got -1"),
+        (["--device", "tpu"], "device: must be auto, cpu, cuda, cuda:N or mps, got 'tpu'"),
+        (["--device", "cuda:99"], "device: cuda:99 asked for, but torch sees"),
+        (["--eps", "absolute"], "eps: must be one of relative, visionts"),
+        (["--context", "0"], "context: must be null or a positive integer"),
+        (["--plot", "maybe"], "plot: must be true or false"),
+    ],
+)
+def test_options_are_checked_naming_the_key_before_the_model_loads(airline_csv, tmp_path, capsys, args, message):
+    """The checkpoint does not exist: an option error shows the checks come first."""
+    base = ["forecast", "--checkpoint", str(tmp_path / "missing.safetensors"), "--input", str(airline_csv)]
+    assert main(base + (["--horizon", "6"] if "--horizon" not in args else []) + args) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+
+
+def test_unwritable_outputs_are_named_before_the_model_loads(airline_csv, tmp_path, capsys, monkeypatch):
+    import os
+
+    base = ["forecast", f"checkpoint={tmp_path / 'missing.safetensors'}", f"input={airline_csv}", "horizon=6"]
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    assert main(base + [f"output={blocker / 'sub' / 'fc.csv'}"]) == 1
+    assert f"{blocker / 'sub' / 'fc.csv'}: cannot be written: {blocker} is a file, not a folder" in capsys.readouterr().err
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    if os.geteuid() == 0:  # root writes anywhere: let the folder look read-only
+        real = os.access
+        monkeypatch.setattr(os, "access", lambda p, mode, **kw: real(p, mode, **kw) and str(p) != str(locked))
+    assert main(base + [f"output={locked / 'fc.csv'}"]) == 1
+    assert f"{locked / 'fc.csv'}: cannot be written: no permission to write in {locked}" in capsys.readouterr().err
+    assert main(["forecast-eval", f"checkpoint={tmp_path / 'missing.safetensors'}", f"output_dir={blocker / 'eval'}"]) == 1
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert main(["forecast-eval", f"checkpoint={tmp_path / 'missing.safetensors'}", "n_origins=0"]) == 1
+    assert "n_origins: must be a positive integer, got 0" in capsys.readouterr().err
+
+
+def test_huge_series_forecast_finite_or_fail_naming_the_file(checkpoint, tmp_path, capsys):
+    t = pd.date_range("2000-01-01", periods=96, freq="MS")
+    y = 3 + np.sin(2 * np.pi * np.arange(96) / 12) + np.arange(96) / 50
+    args = ["forecast", f"checkpoint={checkpoint[0]}", "horizon=12", "periodicity=12"]
+    for name, values in (("unit", y), ("huge", y * 1e154), ("flat", np.full(96, 1.7e308))):
+        pd.DataFrame({"month": t, "v": values}).to_csv(tmp_path / f"{name}.csv", index=False)
+        assert main(args + [f"input={tmp_path / name}.csv"]) == 0
+        assert (tmp_path / f"{name}.forecast.csv.png").is_file()
+    fc = {n: pd.read_csv(tmp_path / f"{n}.forecast.csv")["v"].to_numpy() for n in ("unit", "huge", "flat")}
+    np.testing.assert_allclose(fc["huge"], fc["unit"] * 1e154, rtol=1e-6)
+    assert (fc["flat"] == 1.7e308).all()
+    # a model that draws every future pixel far out: scaled back from a series at +-1e308 it overflows
+    model = checkpoint[1]
+    cfg = compose("pretrain", ["experiment=none", "modality=timeseries", "model=vit_tiny", f"{A}.img_size=64", f"{A}.patch_size=8"])
+    wild = build_model(cfg)
+    wild.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        wild.adapters["timeseries"].head.weight.zero_()
+        wild.adapters["timeseries"].head.bias.fill_(100.0)
+    save_safetensors(wild, cfg, tmp_path / "wild.safetensors")
+    pd.DataFrame({"month": t, "v": np.resize([1e308, -1e308], 96)}).to_csv(tmp_path / "edge.csv", index=False)
+    capsys.readouterr()
+    assert main(["forecast", f"checkpoint={tmp_path / 'wild.safetensors'}", f"input={tmp_path / 'edge.csv'}", "horizon=12"]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'edge.csv'}: the forecast leaves float64's range" in err and "Traceback" not in err
+    assert not (tmp_path / "edge.forecast.csv").exists() and not (tmp_path / "edge.forecast.csv.png").exists()
+
+
+def test_forecast_eval_never_replaces_an_earlier_run_unasked(checkpoint, tmp_path, capsys):
+    out = tmp_path / "eval"
+    args = ["forecast-eval", f"checkpoint={checkpoint[0]}", f"output_dir={out}", "series=[lynx]", "baselines=[naive]", "n_origins=1"]
+    assert main(args) == 0
+    first = (out / "forecast_eval.csv").read_bytes()
+    assert main(args[:1] + [f"checkpoint={tmp_path / 'missing'}"] + args[2:]) == 1  # refused before the model loads
+    assert "already holds forecast-eval results (forecast_eval.csv, " in capsys.readouterr().err
+    assert (out / "forecast_eval.csv").read_bytes() == first
+    assert main(args + ["overwrite=true", "baselines=[seasonal_naive]"]) == 0
+    assert set(pd.read_csv(out / "forecast_eval.csv")["method"]) == {"omnimae", "seasonal_naive"}

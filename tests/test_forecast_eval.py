@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from omnimae import forecast_eval as fe
+from omnimae.errors import OutputError
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,3 +361,30 @@ def test_run_forecast_eval_writes_the_tables_and_the_chart(tmp_path, capsys):
     summ = pd.read_csv(out / "forecast_eval_summary.csv", index_col="method")
     assert list(summ.index) == list(fe.summary(df).index)
     assert (out / "forecast_eval_mase.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_second_run_never_replaces_the_first_runs_results_unasked(tmp_path, capsys):
+    out = tmp_path / "eval"
+    fe.run_forecast_eval({"naive": fe.naive}, out, n_origins=2, suite=toy_suite())
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    calls = []
+
+    def spy(context, horizon, periodicity):
+        calls.append(1)
+        return fe.seasonal_naive(context, horizon, periodicity)
+
+    with pytest.raises(OutputError, match=r"eval: already holds forecast-eval results .*overwrite=true"):
+        fe.run_forecast_eval({"spy": spy}, out, n_origins=2, suite=toy_suite())
+    assert not calls and {p.name: p.read_bytes() for p in out.iterdir()} == first  # refused before any work
+    fe.run_forecast_eval({"spy": spy}, out, n_origins=2, suite=toy_suite(), overwrite=True)
+    assert set(pd.read_csv(out / "forecast_eval.csv")["method"]) == {"spy"}
+
+
+def test_an_output_dir_that_cannot_be_written_is_named_before_any_work(tmp_path):
+    (tmp_path / "file").write_text("x")
+    calls = []
+    with pytest.raises(OutputError, match=r"file/eval/forecast_eval.csv: cannot be written: .*file is a file, not a folder"):
+        fe.run_forecast_eval({"naive": lambda *a: calls.append(1)}, tmp_path / "file" / "eval", suite=toy_suite())
+    assert not calls
+    with pytest.raises(ValueError, match="n_origins must be >= 1, got 0"):
+        fe.evaluate({"naive": fe.naive}, {"boom": fe.SuiteEntry(lambda: 1 / 0, 1, 1)}, n_origins=0, progress=False)

@@ -349,3 +349,43 @@ def test_plot_opens_with_pil(tmp_path):
     with Image.open(plot_forecast(tmp_path / "one.png", single, np.ones(5))) as im:
         assert im.format == "PNG"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fc.png", "one.png"]
+
+
+def test_a_plot_follows_the_overwrite_rule_and_never_replaces_an_input(tmp_path):
+    src = write_csv(tmp_path / "s.csv", frame())
+    table = read_series(src)
+    png = tmp_path / "fc.png"
+    png.write_bytes(b"the user's own picture")
+    with pytest.raises(OutputError, match="fc.png: already exists"):
+        plot_forecast(png, table, np.zeros((4, 2)))
+    assert png.read_bytes() == b"the user's own picture"
+    with pytest.raises(OutputError, match="over an input"):
+        plot_forecast(tmp_path / "truth.csv", table, np.zeros((4, 2)), inputs=[tmp_path / "truth.csv"], overwrite=True)
+    plot_forecast(png, table, np.zeros((4, 2)), overwrite=True)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("level", [1.7e308, -1.7e308, 1e-300])
+def test_series_at_the_ends_of_float64_plot_and_write(tmp_path, level):
+    """matplotlib's ticks overflow near 1.7e308: the panel is drawn in units of a power of ten."""
+    from PIL import Image
+
+    t = pd.date_range("2020-01-01", periods=48, freq="h")
+    table = SeriesTable(level * (0.5 + 0.5 * np.sin(np.arange(48) / 3.0))[:, None], ["y"], t, "huge.csv")
+    forecast = np.full((6, 1), level)
+    with Image.open(plot_forecast(tmp_path / "fc.png", table, forecast, truth=forecast * 0.99)) as im:
+        assert im.format == "PNG"
+    np.testing.assert_array_equal(read_series(write_forecast(tmp_path / "fc.csv", table, forecast)).values, forecast)
+
+
+def test_nothing_non_finite_is_written_and_unwritable_outputs_are_named(tmp_path):
+    src = write_csv(tmp_path / "s.csv", frame())
+    table = read_series(src)
+    bad = np.zeros((4, 2))
+    bad[2, 1] = np.inf
+    for write in (write_forecast, plot_forecast):
+        with pytest.raises(DataError, match=r"s\.csv: the forecast holds 1 NaN or infinite values"):
+            write(tmp_path / "fc.csv", table, bad)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv"]
+    with pytest.raises(OutputError, match=r"s\.csv/fc\.csv: cannot be written"):  # a file where a folder should be
+        write_forecast(src / "fc.csv", table, np.zeros((4, 2)))
