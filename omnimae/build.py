@@ -55,12 +55,12 @@ def validate(cfg: DictConfig) -> None:
         check_node(node, ModalityRun, f"modalities.{m}")
         _prefixed(f"modalities.{m}", lambda: ModalityRun(**OmegaConf.to_container(node, resolve=True)))
         if "adapter" not in node or node.adapter is None:
-                # the likely cause leads: an experiment preset's settings for a modality that is not selected
-                selected = [k for k, n in cfg.modalities.items() if "_target_" in (n.get("adapter") or {})] or ["..."]
-                asked = selected[0] if len(selected) == 1 else f"[{','.join(selected)}]"
             raise ConfigError(f"modalities.{m}.adapter", "missing")
         for part in ("adapter", "data"):
             if isinstance(node.get(part), DictConfig) and "_target_" not in node[part]:
+                # the likely cause leads: an experiment preset's settings for a modality that is not selected
+                selected = [k for k, n in cfg.modalities.items() if "_target_" in (n.get("adapter") or {})] or ["..."]
+                asked = selected[0] if len(selected) == 1 else f"[{','.join(selected)}]"
                 raise ConfigError(
                     "experiment",
                     f"pass experiment=none with modality={asked}: the experiment preset (experiment=digits by default) "
