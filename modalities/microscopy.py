@@ -116,12 +116,17 @@ class MicroscopyAdapter(ModalityAdapter):
     def masking_params(self) -> dict:
         return {"channel_subset_prob": self.channel_subset_prob} if self.masking == "channel_subset" else {}
 
-    def group_features(self, latent: torch.Tensor, patches: Patches) -> dict[str, torch.Tensor]:
-        """Per-channel embeddings: the mean of each channel's tokens, by channel name ([B, D] each)."""
+    def group_features(self, latent: torch.Tensor, patches: Patches, group: tuple | None = None) -> dict[str, torch.Tensor]:
+        """Per-channel embeddings: the mean of each channel's tokens ([B, D] each), by the channel names the
+        batch's files gave (`group`: ch0, ch1, ... where a file names none), else by the vocabulary's
+        names, with `unknown` for every channel outside it."""
         c = patches.grid[0]
         per_channel = latent.unflatten(1, (c, -1)).mean(2)  # [B, C, D]
-        names = self.channels + ["unknown"]
-        return {names[int(i)]: per_channel[:, k] for k, i in enumerate(patches.meta["channel_ids"])}
+        vocabulary = self.channels + ["unknown"]
+        names = list(group) if group is not None else [vocabulary[int(i)] for i in patches.meta["channel_ids"]]
+        if len(names) != c:
+            raise ValueError(f"{len(names)} channel names {names} for a batch of {c} channels")
+        return {name: per_channel[:, k] for k, name in enumerate(names)}
 
     def to_display(self, x: torch.Tensor, mask: bool = False, reference: torch.Tensor | None = None) -> torch.Tensor:
         """[B, C, H, W] -> a strip of the channels side by side [B, H, C*W, 1], each min-max scaled

@@ -574,6 +574,10 @@ def find_microscopy(root: str | Path) -> list[Path]:
     (a plate, a bioformats2raw container) is searched for the images it holds.
     """
     root = Path(root).expanduser()
+    if root.is_file():  # one image file: a folder of one
+        if not root.name.lower().endswith(TIFF_SUFFIXES):
+            raise DataError(f"{root}: not a TIFF or OME-TIFF file, nor a zarr image")
+        return [root]
     if not root.is_dir():
         raise DataError(f"{root}: no such folder")
     if _zarr_kind(root) == "image":

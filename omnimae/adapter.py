@@ -109,9 +109,10 @@ class ModalityAdapter(nn.Module):
         identity; `decoder` selects the decoder's width. None: positions and modality embedding only."""
         return None
 
-    def group_features(self, latent: torch.Tensor, patches: Patches) -> dict[str, torch.Tensor]:
+    def group_features(self, latent: torch.Tensor, patches: Patches, group: tuple | None = None) -> dict[str, torch.Tensor]:
         """Embeddings of token groups by name ([B, D] each), e.g. one per microscopy channel, from the
-        encoder's patch tokens latent [B, N, D]. Empty: the adapter has no groups."""
+        encoder's patch tokens latent [B, N, D]. `group`: the batch's entry in its dataset's `groups`
+        (e.g. its channel names), None where the dataset has none. Empty: the adapter has no groups."""
         return {}
 
     def example_input(self, batch_size: int, generator: torch.Generator | None = None):

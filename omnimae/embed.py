@@ -7,40 +7,71 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from omnimae.batch import to_device
 from omnimae.build import build_data
 from omnimae.checkpoint import load_model
-from omnimae.errors import ConfigError
+from omnimae.errors import ConfigError, DataError
 from omnimae.io import atomic_path, refuse_overwrite
 from omnimae.probe import _device, latest_checkpoint
 from omnimae.train import GroupedBatchSampler
 
 
-def _names(source, split: str, root: str | None) -> tuple[list[str], list[str]]:
-    """(sample names, source files) of a split: relative paths, manifest ids, or split[i] for in-memory sets."""
+def _names(source, split: str, root: str | None, count: int) -> tuple[list[str], list[str]]:
+    """(sample names, source files) of a split of `count` samples: relative paths, manifest ids, or
+    split[i] for in-memory sets and drawn samples (time-series windows, whose source is None)."""
     if isinstance(source, (list, tuple)) and source and isinstance(source[0], (str, Path)):
-        rel = [str(Path(p).relative_to(root)) if root and Path(p).is_relative_to(root) else str(p) for p in source]
-        return rel, [str(p) for p in source]
+        rel = [Path(p).relative_to(root) if root and Path(p).is_relative_to(root) else Path(p) for p in source]
+        # the root itself (one file, or one zarr image) is named by its name, not "."
+        return [str(r) if r.parts else Path(p).name for r, p in zip(rel, source)], [str(p) for p in source]
     if isinstance(source, (list, tuple)) and source and hasattr(source[0], "files"):  # manifest rows
         return [str(r.id) for r in source], [";".join(map(str, dict(r.files).values())) for r in source]
-    names = [f"{split}[{i}]" for i in range(len(source) if source is not None else 0)]
+    names = [f"{split}[{i}]" for i in range(count)]
     return names, names
 
 
-def _loader(ds, batch_size: int) -> tuple[DataLoader, list[int]]:
-    """A loader over every sample once, in order, and the sample order it yields.
+def _loader(ds, batch_size: int) -> tuple[DataLoader, list[int], list]:
+    """A loader over every sample once, in order; the sample order it yields; each batch's group.
 
     Datasets whose samples differ in token count (microscopy images with different channel sets)
     say so in `ds.groups`: their batches hold one group each, so the order is by group."""
     groups = getattr(ds, "groups", None)
     if groups is None:
-        return DataLoader(ds, batch_size=batch_size), list(range(len(ds)))
+        loader = DataLoader(ds, batch_size=batch_size)
+        return loader, list(range(len(ds))), [None] * len(loader)
     sampler = GroupedBatchSampler(list(groups), batch_size, seed=0, shuffle=False, drop_last=False)
-    return DataLoader(ds, batch_sampler=sampler), [i for batch in sampler for i, _seed in batch]
+    batches = [[i for i, _seed in batch] for batch in sampler]
+    return DataLoader(ds, batch_sampler=sampler), [i for b in batches for i in b], [groups[b[0]] for b in batches]
+
+
+def data_root(cfg: DictConfig) -> tuple[str, Path] | None:
+    """The data to embed as the user named it: (the key as typed, data_root or data.root; the path), or None
+    for the data the checkpoint was trained on. A path that does not exist fails naming that key."""
+    given = [(k, v) for k, v in (("data_root", cfg.get("data_root")), ("data.root", OmegaConf.select(cfg, "data.root")))
+             if v not in (None, "")]
+    if len(given) > 1:
+        raise ConfigError("data_root", f"given twice, as data_root={given[0][1]} and data.root={given[1][1]}: keep one")
+    if not given:
+        return None
+    key, value = given[0]
+    path = Path(str(value)).expanduser()
+    if not path.exists():
+        raise ConfigError(key, f"{value}: no such file or folder (embed takes a folder of the modality's files, or one such file)")
+    return key, path
+
+
+def _splits(data, given: tuple[str, Path] | None) -> dict:
+    """The source's splits (every file listed and checked). Its errors about the root say data.root:
+    they name it as the user typed it."""
+    try:
+        return data.splits()
+    except DataError as e:
+        if given is not None and str(e).startswith(f"data.root={given[1]}"):
+            raise DataError(given[0] + str(e)[len("data.root"):]) from None
+        raise
 
 
 @torch.no_grad()
@@ -51,49 +82,51 @@ def run_embed(cfg: DictConfig):
     out = Path(cfg.output)
     if out.suffix not in (".nc", ".zarr"):
         raise ConfigError("output", f"must end in .nc (netCDF) or .zarr, got {out.name!r}")
-    refuse_overwrite(out, path, cfg.data_root, overwrite=cfg.overwrite)
+    given = data_root(cfg)  # before the checkpoint is read: a mistyped path fails at once
+    refuse_overwrite(out, path, given and given[1], overwrite=cfg.overwrite)
     model, mcfg = load_model(path, trust_checkpoint=cfg.trust_checkpoint)
     modality = cfg.modality or next(iter(model.adapters))
     if modality not in model.adapters:
         raise ConfigError("modality", f"{modality!r} is not in the checkpoint (it has {list(model.adapters)})")
     pools = [cfg.pool] if isinstance(cfg.pool, str) else list(cfg.pool)
-    if cfg.data_root:
+    if given is not None:  # a folder, or one file: the source built over that file alone
         with open_dict(mcfg):
             node = mcfg.modalities[modality].data
-            node.root, node.val_fraction = str(cfg.data_root), 0.0
+            node.root, node.val_fraction = str(given[1]), 0.0
             for extra in ("builtin", "image_root"):  # only the folder asked for (no built-in set, no image clips)
                 if extra in node:
                     node[extra] = None
     data = build_data(mcfg)[modality]
+    listed = _splits(data, given)
     device = _device(cfg.device)
     model.eval().to(device)
     adapter = model.adapters[modality]
     feats: dict[str, list] = {p: [] for p in pools}
     groups: list[dict[str, np.ndarray]] = []  # per-sample features by group name (e.g. per channel)
     names, files, splits, labels = [], [], [], []
-    root = str(Path(cfg.data_root).expanduser()) if cfg.data_root else getattr(data, "root", None)
-    for split, (source, split_labels) in data.splits().items():
+    root = str(given[1]) if given else getattr(data, "root", None)
+    for split, (source, split_labels) in listed.items():
         if not len(split_labels):
             continue
         ds = data.dataset(split, train=False)
         if hasattr(ds, "stand_ins"):  # a file that fails now must fail, not lend its row another file's embedding
             ds.stand_ins = False
-        loader, order = _loader(ds, cfg.batch_size)
+        loader, order, batch_groups = _loader(ds, cfg.batch_size)
         split_feats: dict[str, list] = {p: [] for p in pools}
         split_groups: list[dict[str, np.ndarray]] = []
-        for x in tqdm(loader, desc=f"embed {split}", leave=False):
+        for x, group in zip(tqdm(loader, desc=f"embed {split}", leave=False), batch_groups):
             patches = adapter.tokenize(to_device(x, device))
             latent = model.forward_encoder(patches, adapter, ids_keep=None)  # [B, 1 + N, D]
             for p in pools:
                 split_feats[p].append((latent[:, 0] if p == "cls" else latent[:, 1:].mean(1)).float().cpu())
-            if hasattr(adapter, "group_features"):
-                by_name = {k: v.float().cpu().numpy() for k, v in adapter.group_features(latent[:, 1:], patches).items()}
+            by_name = {k: v.float().cpu().numpy() for k, v in adapter.group_features(latent[:, 1:], patches, group).items()}
+            if by_name:  # e.g. per channel, named as the batch's files name their channels
                 split_groups += [{k: v[i] for k, v in by_name.items()} for i in range(latent.shape[0])]
         back = torch.as_tensor(np.argsort(order))  # batches came grouped: put the samples back in file order
         for p in pools:
             feats[p].append(torch.cat(split_feats[p])[back])
         groups += [split_groups[i] for i in back.tolist()] if split_groups else []
-        n, f = _names(source, split, root)
+        n, f = _names(source, split, root, len(ds))
         names += n
         files += f
         splits += [split] * len(ds)

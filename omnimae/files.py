@@ -73,9 +73,14 @@ def find_files(
     classes: Sequence[str] | None = None,
 ) -> tuple[list[Path], list[int], list[str]]:
     """Files under root with these suffixes: one subfolder per class gives labels (indexed by
-    `classes`, default the subfolders), a flat folder gives labels -1. Empty or missing is an error."""
+    `classes`, default the subfolders), a flat folder gives labels -1; a root that is one such file
+    gives itself. Empty or missing is an error."""
     root = Path(root).expanduser()
     suffixes = {s.lower() for s in suffixes}
+    if root.is_file():  # one file: a folder of one, unlabeled
+        if root.suffix.lower() not in suffixes:
+            raise DataError(f"{key}={root}: not one of the {kind} file types ({', '.join(sorted(suffixes))})")
+        return [root], [-1], []
     if not root.is_dir():
         raise DataError(f"{key}={root}: no such folder")
     subdirs = _subfolders(root)
