@@ -10,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from omnimae.config import ModalityRun, OptimConfig, check_model, check_node, check_targets
 from omnimae.errors import ConfigError
-from omnimae.hardware import resolve_precision
+from omnimae.hardware import Choice, settle
 from omnimae.model import MaskedAutoencoder
 
 ADAPTER_DIMS = ("embed_dim", "decoder_embed_dim")
@@ -32,22 +32,19 @@ def _prefixed(path: str, fn, *args, **kwargs):
         raise
 
 
-def validate(cfg: DictConfig) -> None:
+def validate(cfg: DictConfig) -> dict[str, Choice]:
     """Check the whole composed config: keys, types and ranges, naming the offending key.
-    `trainer.precision=auto` is resolved here, in place, to what this machine runs fast."""
+    `trainer.precision` and `trainer.threads` are resolved here, in place, to what this machine runs
+    fast; returns both choices with their reasons."""
     for key in ("model", "modalities", "trainer", "optim"):
         if key not in cfg or cfg[key] is None:
             raise ConfigError(key, "missing from the config")
-    if "precision" in cfg.trainer:
-        asked = cfg.trainer.precision
-        cfg.trainer.precision = resolve_precision(asked, cfg.trainer.get("accelerator"))
-        if asked != cfg.trainer.precision:
-            log.info("trainer.precision=%s: %s on this machine", asked, cfg.trainer.precision)
+    chosen = settle(cfg)  # before the Trainer's keys are checked: precision=auto is not a Lightning value
     if not cfg.modalities:
         raise ConfigError("modalities", "no modality selected (e.g. modality=image)")
     provided = {f"modalities.{m}.adapter": ADAPTER_DIMS for m in cfg.modalities}
     provided["model"] = ("adapters",)
-    check_targets(cfg, provided=provided)
+    check_targets(cfg, provided=provided, own={"trainer": ("threads",)})
     check_model(cfg.model)
     check_node(cfg.optim, OptimConfig, "optim")
     _prefixed("optim", lambda: OptimConfig(**OmegaConf.to_container(cfg.optim, resolve=True)))
@@ -73,6 +70,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError("seed", f"expected an integer, got {cfg.get('seed')!r}")
     if not isinstance(cfg.get("overwrite", False), bool):
         raise ConfigError("overwrite", f"expected true or false, got {cfg.get('overwrite')!r}")
+    return chosen
 
 
 # callbacks.<key>: (smallest value, what it means; None where null is allowed too)

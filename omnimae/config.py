@@ -124,15 +124,16 @@ def _hints(obj: Any) -> dict[str, Any]:
         return {}
 
 
-def check_node(node: Mapping, target: Any, path: str, provided: Sequence[str] = ()) -> None:
-    """Check node's keys and value types against target's signature; provided = kwargs given in code."""
+def check_node(node: Mapping, target: Any, path: str, provided: Sequence[str] = (), own: Sequence[str] = ()) -> None:
+    """Check node's keys and value types against target's signature; provided = kwargs given in code,
+    own = omnimae's settings kept in the node and removed before it is instantiated."""
     sig = inspect.signature(target)
     params = sig.parameters
     accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
     hints = _hints(target)
     name = getattr(target, "__qualname__", str(target))
     for key in node:
-        if key.startswith("_") and key.endswith("_"):
+        if (key.startswith("_") and key.endswith("_")) or key in own:
             continue
         full = f"{path}.{key}" if path else key
         if key not in params:
@@ -168,7 +169,8 @@ def _type_name(hint: Any) -> str:
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
-def check_targets(cfg: DictConfig, path: str = "", provided: Mapping[str, Sequence[str]] = {}) -> None:
+def check_targets(cfg: DictConfig, path: str = "", provided: Mapping[str, Sequence[str]] = {},
+                  own: Mapping[str, Sequence[str]] = {}) -> None:
     """Walk the config; check every node that has a `_target_`."""
     if not isinstance(cfg, DictConfig):
         return
@@ -177,8 +179,8 @@ def check_targets(cfg: DictConfig, path: str = "", provided: Mapping[str, Sequen
             target = get_object(cfg._target_)
         except Exception as e:
             raise ConfigError(f"{path}._target_" if path else "_target_", f"cannot import {cfg._target_!r} ({e})") from e
-        check_node(cfg, target, path, provided.get(path, ()))
+        check_node(cfg, target, path, provided.get(path, ()), own.get(path, ()))
     for key in cfg:
         child = cfg._get_node(key)
         if isinstance(child, DictConfig):
-            check_targets(child, f"{path}.{key}" if path else str(key), provided)
+            check_targets(child, f"{path}.{key}" if path else str(key), provided, own)

@@ -16,6 +16,7 @@ from omnimae.build import build_data, build_model, check_mask_ratios, validate
 from omnimae.checkpoint import read_checkpoint
 from omnimae.config import ModalityRun, OptimConfig
 from omnimae.errors import CheckpointError, ConfigError, OmniMAEError
+from omnimae.hardware import apply_threads
 from omnimae.io import atomic_path
 from omnimae.run_dir import claim_run_dir
 from omnimae.train import (
@@ -127,7 +128,8 @@ def _allow_unused_parameters(trainer, modalities) -> None:
 
 def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
     """Train as configured; returns where the checkpoint, reconstructions and logs went."""
-    validate(cfg)
+    chosen = validate(cfg)  # trainer.precision and trainer.threads settled for this machine
+    apply_threads(chosen["threads"].value)  # before the model is built and the data loaded
     ckpt = read_checkpoint(cfg.resume) if cfg.get("resume") else None  # unreadable or missing: fail now, naming the file
     if ckpt is not None:
         check_resumable(ckpt, cfg.resume)
@@ -176,9 +178,11 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
         callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step:07d}", every_n_train_steps=cb.checkpoint_every_n_steps, save_top_k=-1, auto_insert_metric_name=False))
     callbacks += extra_callbacks or []
     loggers = [CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")]
+    trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
+    trainer_args.pop("threads", None)  # omnimae's setting, applied above: not a Trainer argument
     try:
         trainer = instantiate(
-            cfg.trainer, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()],
+            trainer_args, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()],
             default_root_dir=str(run_dir), use_distributed_sampler=False,
         )
     except Exception as e:
@@ -204,6 +208,7 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
         "logs": Path(loggers[0].log_dir) / "metrics.csv",
         "tensorboard": loggers[1].log_dir,
         "steps": trainer.global_step,
+        **{name: str(choice) for name, choice in chosen.items()},
         **({"ranks_in_sync": in_sync} if in_sync is not None else {}),
         "minutes": f"{(time.time() - start) / 60:.1f}",
     }

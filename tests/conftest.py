@@ -1,6 +1,8 @@
 """Shared fixtures: tiny models built from the real configs, and tiny data made by the tests."""
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -22,6 +24,18 @@ def tiny_cfg(*overrides: str, img_size: int = 16, patch: int = 4, chans: int = 3
             *overrides,
         ],
     )
+
+
+@pytest.fixture(autouse=True)
+def machine_choices(tmp_path_factory, monkeypatch):
+    """No test writes the user's cache, or decides its precision by timing this machine (tests of
+    that measurement inject their timings); the thread count a run applies is undone after each test."""
+    monkeypatch.setenv("OMNIMAE_CACHE", str(tmp_path_factory.mktemp("omnimae_cache")))
+    monkeypatch.setenv("OMNIMAE_CPU_BF16", "0")
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", str(torch.get_num_threads())))
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture
