@@ -3,48 +3,32 @@ from __future__ import annotations
 
 import logging
 import sys
-
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from omnimae.errors import ConfigError, OmniMAEError
 
-USAGE = """usage: omnimae VERB [key=value ...]
 
-verbs:
-  pretrain    train an MAE (no arguments: the embedded digits demo)
-              e.g. omnimae pretrain experiment=none model=vit_small data.root=/data/images trainer.max_epochs=5
-  probe       linear and kNN probe of a checkpoint's frozen encoder against raw pixels and random weights
-              e.g. omnimae probe checkpoint=latest
-  forecast    zero-shot forecast of a CSV / netCDF / zarr file with a vision MAE (VisionTS)
-              e.g. omnimae forecast --input sales.csv --horizon 24 --periodicity auto
-  forecast-eval  rolling-origin backtest of a checkpoint on real series beside classical baselines
-  embed       per-file embeddings of a checkpoint's frozen encoder to netCDF or zarr
-              e.g. omnimae embed checkpoint=latest data_root=/data/images output=emb.nc
-  export      write a checkpoint as safetensors, official MAE (.pth) or timm ViT weights
-              e.g. omnimae export checkpoint=runs/.../last.ckpt format=timm output=vit.pth
-  stats       log-mel mean and std of a folder of audio, for modalities.audio.adapter.mean/std
-              e.g. omnimae stats data.root=/data/audio
-  modalities  list the registered modality adapters
+def _search_path() -> list[str]:
+    """The override adding the folders in OMNIMAE_CONFIG_PATH (os.pathsep-separated) to Hydra's search
+    path: where a researcher's own configs (e.g. modality/<name>.yaml for a new modality) live."""
+    import os
 
-Overrides use Hydra's syntax (key=value); `--key value` is the same as key=value.
-A `--flag` without a value is true. `omnimae VERB --cfg [job|hydra|all]` prints the composed config.
-"""
+    extra = [str(Path(p).expanduser().resolve()) for p in os.environ.get("OMNIMAE_CONFIG_PATH", "").split(os.pathsep) if p]
+    return [f"hydra.searchpath=[{','.join('file://' + p for p in extra)}]"] if extra else []
 
 
 def compose(config_name: str, overrides: list[str], return_hydra_config: bool = False) -> DictConfig:
-    """Compose a config from omnimae's own groups plus the folders in OMNIMAE_CONFIG_PATH (os.pathsep-separated),
-    where a researcher's own configs (e.g. modality/<name>.yaml for a new modality) live."""
-    import os
-
+    """Compose a config from omnimae's own groups plus the folders in OMNIMAE_CONFIG_PATH."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_module
 
-    extra = [str(Path(p).expanduser().resolve()) for p in os.environ.get("OMNIMAE_CONFIG_PATH", "").split(os.pathsep) if p]
-    if extra:
-        overrides = [f"hydra.searchpath=[{','.join('file://' + p for p in extra)}]", *overrides]
+    overrides = [*_search_path(), *overrides]
     # `modality` is a config group for pretrain, but a plain key of embed, probe and export: Hydra
     # would read modality=audio there as a group that is not in their defaults, so it is set after
     plain = [] if config_name == "pretrain" else [o for o in overrides if o.split("=", 1)[0] in PLAIN_KEYS]
@@ -55,6 +39,16 @@ def compose(config_name: str, overrides: list[str], return_hydra_config: bool = 
         key, value = o.split("=", 1)
         OmegaConf.update(cfg, key, yaml.safe_load(value) if value else None)
     return cfg
+
+
+def group_options(config_name: str, groups: list[str]) -> dict[str, list[str]]:
+    """The configs each Hydra group offers (omnimae's and OMNIMAE_CONFIG_PATH's), e.g. model -> [vit_base, ...]."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_module("omnimae.configs", version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        return {g: loader.get_group_options(g, config_name=config_name, overrides=_search_path()) for g in groups}
 
 
 PLAIN_KEYS = ("modality",)
@@ -96,19 +90,25 @@ def _setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
+HELP_FLAGS = ("-h", "--help")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
-        print(USAGE)
+    if not argv or argv[0] in (*HELP_FLAGS, "help"):
+        if argv[1:2] and argv[1] in VERBS:  # `omnimae help VERB`
+            return _help(argv[1])
+        print(usage())
         return 0
     verb = argv[0]
-    verbs = {v: (lambda o, v=v: _run_verb(v, o)) for v in CONFIG_VERBS} | {"modalities": _modalities, "stats": _stats}
-    if verb not in verbs:
-        print(f"omnimae: unknown verb {verb!r}\n\n{USAGE}", file=sys.stderr)
+    if verb not in VERBS:
+        print(f"omnimae: unknown verb {verb!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    _setup_logging()
     try:
-        return verbs[verb](_as_overrides(argv[1:])) or 0
+        if any(a in HELP_FLAGS for a in argv[1:]):  # wherever it stands: `omnimae embed checkpoint=x --help`
+            return _help(verb)
+        _setup_logging()
+        return _run_verb(verb, _as_overrides(argv[1:]))
     except OmniMAEError as e:
         print(f"omnimae {verb}: error: {e}", file=sys.stderr)
         return 1
@@ -120,64 +120,170 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+# what the pretrain summary lists as paths: only those that exist, in one style (shown_path)
+SUMMARY_PATHS = ("run_dir", "checkpoint", "best", "reconstructions", "logs", "tensorboard")
+
+
+def shown_path(path: str | Path) -> str:
+    """A path as the CLI prints it: relative to the current folder when under it, else absolute."""
+    full, here = Path(path).expanduser().resolve(), Path.cwd().resolve()
+    return str(full.relative_to(here)) if full.is_relative_to(here) else str(full)
+
+
+def next_steps(result: dict) -> list[str]:
+    """Commands that can run on a finished run's checkpoint: the probe where the trained data has the
+    labels it needs (result["labeled"], per modality), else embed, which needs none."""
+    import shlex
+
+    ckpt, labeled = shown_path(result["checkpoint"]), result["labeled"]
+    joint = len(labeled) > 1  # the probe and embed take the first modality unless told
+    steps = []
+    for m, has_labels in labeled.items():
+        args = [f"checkpoint={ckpt}"] + ([f"modality={m}"] if joint else [])
+        if not has_labels:
+            out = Path(result["run_dir"]) / (f"embeddings_{m}.nc" if joint else "embeddings.nc")
+            args.append(f"output={shown_path(out)}")
+        steps.append(shlex.join(["omnimae", "probe" if has_labels else "embed", *args]))
+    return steps
+
+
 def _print_pretrain(result: dict) -> None:
-    if result.get("rank", 0) == 0:
-        print("\n".join(["", "omnimae pretrain finished:"] + [f"  {k:<16} {v}" for k, v in result.items() if k != "rank"]))
-        print(f"\nnext: omnimae probe checkpoint={result['checkpoint']}")
+    if result.get("rank", 0) != 0:
+        return
+    lines = ["", "omnimae pretrain finished:"]
+    for key, value in result.items():
+        if key in SUMMARY_PATHS:
+            if not value or not Path(value).exists():  # e.g. no metrics.csv before the first logged step
+                continue
+            value = shown_path(value)
+        if key not in ("rank", "labeled"):
+            lines.append(f"  {key:<16} {value}")
+    print("\n".join(lines + [""] + [f"next: {step}" for step in next_steps(result)]))
 
 
 def _print_forecast(result: dict) -> None:
     print("\n".join(["omnimae forecast:"] + [f"  {k:<12} {v}" for k, v in result.items()]))
 
 
-# verb -> (config name, "module:function" run on the composed config, what prints its result)
-CONFIG_VERBS = {
-    "pretrain": ("pretrain", "omnimae.pretrain:pretrain", _print_pretrain),
-    "probe": ("probe", "omnimae.probe:run_probe", None),
-    "export": ("export", "omnimae.export:run_export", None),
-    "embed": ("embed", "omnimae.embed:run_embed", None),
-    "forecast": ("forecast", "omnimae.forecast_cli:run_forecast", _print_forecast),
-    "forecast-eval": ("forecast_eval", "omnimae.forecast_cli:run_forecast_eval", None),
+def _stats(cfg: DictConfig) -> None:
+    from omnimae.modalities.audio import run_stats
+
+    a = cfg.modalities.audio.adapter
+    if not cfg.data.root:
+        raise ConfigError("data.root", "give the folder of audio files: omnimae stats data.root=PATH")
+    run_stats(cfg.data.root, sample_rate=a.sample_rate, target_length=a.target_length, mel_bins=a.mel_bins)
+
+
+def _modalities(_cfg: None) -> None:
+    from omnimae.adapter import MODALITIES
+    import omnimae.modalities  # noqa: F401 - registers the adapters
+
+    for name, cls in sorted(MODALITIES.items()):
+        print(f"{name:<12} {cls.__module__}.{cls.__qualname__}")
+
+
+@dataclass(frozen=True)
+class Verb:
+    """One `omnimae VERB`: how it runs; its --help and the usage text are built from these fields."""
+
+    purpose: str
+    example: str
+    run: str | Callable[[Any], Any]  # "module:function" (imported when it runs) or a function, given the composed config
+    config: str | None = None  # the config it composes (configs/<config>.yaml); None: it takes no options
+    base: tuple[str, ...] = ()  # overrides it always applies, before the user's
+    # the keys its help shows (required ones always are), each with a note; "" takes the config files' comment.
+    # Empty: every key of its config
+    options: Mapping[str, str] = field(default_factory=dict)
+    show: Callable[[Any], None] | None = None  # prints the result
+
+
+VERBS = {
+    "pretrain": Verb(
+        "train an MAE (no arguments: the embedded digits demo)",
+        "omnimae pretrain experiment=none model=vit_small data.root=/data/images trainer.max_epochs=5",
+        "omnimae.pretrain:pretrain", "pretrain",
+        options={"experiment": "", "modality": "", "model": "", "trainer": "", "data.root": "", "run_dir": "",
+                 "resume": "", "seed": "", "trainer.max_steps": "training steps (or trainer.max_epochs)",
+                 "optim.base_lr": "lr = base_lr x effective batch / 256", "callbacks.checkpoint_every_n_steps": ""},
+        show=_print_pretrain,
+    ),
+    "probe": Verb("linear and kNN probe of a checkpoint's frozen encoder against raw pixels and random weights",
+                  "omnimae probe checkpoint=latest", "omnimae.probe:run_probe", "probe"),
+    "forecast": Verb(
+        "zero-shot forecast of a CSV / netCDF / zarr file with a vision MAE (VisionTS)",
+        "omnimae forecast --input sales.csv --horizon 24 --periodicity auto",
+        "omnimae.forecast_cli:run_forecast", "forecast",
+        options={k: "" for k in ("checkpoint", "input", "horizon", "output", "context", "periodicity", "time_column",
+                                 "variables", "truth", "plot", "device", "overwrite")},
+        show=_print_forecast,
+    ),
+    "forecast-eval": Verb("rolling-origin backtest of a checkpoint on real series beside classical baselines",
+                          "omnimae forecast-eval n_origins=3", "omnimae.forecast_cli:run_forecast_eval", "forecast_eval"),
+    "embed": Verb("per-file embeddings of a checkpoint's frozen encoder to netCDF or zarr",
+                  "omnimae embed checkpoint=latest data_root=/data/images output=emb.nc", "omnimae.embed:run_embed", "embed"),
+    "export": Verb("write a checkpoint as safetensors, official MAE (.pth) or timm ViT weights",
+                   "omnimae export checkpoint=runs/.../last.ckpt format=timm output=vit.pth", "omnimae.export:run_export", "export"),
+    "stats": Verb(
+        "log-mel mean and std of a folder of audio, for modalities.audio.adapter.mean/std",
+        "omnimae stats data.root=/data/audio", _stats, "pretrain", base=("experiment=none", "modality=audio"),
+        options={"data.root": "the folder of audio files", **{f"modalities.audio.adapter.{k}": "" for k in
+                                                              ("sample_rate", "target_length", "mel_bins")}},
+    ),
+    "modalities": Verb("list the registered modality adapters", "omnimae modalities", _modalities),
 }
+
+
+def usage() -> str:
+    lines = ["usage: omnimae VERB [key=value ...]", "", "verbs:"]
+    for name, v in VERBS.items():
+        lines += [f"  {name:<15}{v.purpose}", f"  {'':<15}e.g. {v.example}"]
+    return "\n".join(lines + [
+        "",
+        "Overrides use Hydra's syntax (key=value); `--key value` is the same as key=value.",
+        "A `--flag` without a value is true. `omnimae VERB --cfg [job|hydra|all]` prints the composed config;",
+        "`omnimae VERB --help` says what the verb does, its main options with their defaults, and an example.",
+    ])
+
+
+def _help(verb: str) -> int:
+    """Print a verb's help. Its defaults come from composing its config: Hydra and OmegaConf only, no runner."""
+    from omnimae import cli_help
+
+    v = VERBS[verb]
+    rows = None
+    if v.config is not None:
+        cfg = compose(v.config, list(v.base), return_hydra_config=True)
+        choices = {k: val for k, val in cfg.hydra.runtime.choices.items() if not k.startswith("hydra/")}
+        with open_dict(cfg):
+            cfg.pop("hydra")
+        options = dict(v.options) or {k: "" for k in cli_help.leaf_keys(cfg)}
+        groups = group_options(v.config, [k for k in options if k in choices])
+        comments = cli_help.comments_of(v.config, choices)
+        rows = cli_help.option_rows(cfg, choices, groups, options, comments)
+    print(cli_help.render_help(verb, v.purpose, v.example, rows))
+    return 0
 
 
 def _run_verb(verb: str, overrides: list[str]) -> int:
     """Compose the verb's config (or print it with --cfg), import its runner lazily, run it."""
     import importlib
 
-    name, target, show = CONFIG_VERBS[verb]
+    v = VERBS[verb]
     parts = [o.split("=", 1)[1] for o in overrides if o.startswith("--cfg=")]
-    if parts:  # as Hydra's --cfg: job (the run's config), hydra (Hydra's own node) or all (both)
-        overrides = [o for o in overrides if not o.startswith("--cfg=")]
-        cfg = compose(name, overrides, return_hydra_config=parts[-1] != "job")
+    overrides = [*v.base, *(o for o in overrides if not o.startswith("--cfg="))]
+    if parts and v.config is not None:  # as Hydra's --cfg: job (the run's config), hydra (Hydra's own node) or all (both)
+        cfg = compose(v.config, overrides, return_hydra_config=parts[-1] != "job")
         if parts[-1] == "hydra":
             cfg = OmegaConf.create({"hydra": cfg.hydra})
         print(OmegaConf.to_yaml(cfg))
         return 0
-    module, func = target.split(":")
-    result = getattr(importlib.import_module(module), func)(compose(name, overrides))
-    if show is not None:
-        show(result)
-    return 0
-
-
-def _stats(overrides: list[str]) -> int:
-    from omnimae.modalities.audio import run_stats
-
-    cfg = compose("pretrain", ["experiment=none", "modality=audio", *overrides])
-    a = cfg.modalities.audio.adapter
-    if not cfg.data.root:
-        raise ConfigError("data.root", "give the folder of audio files: omnimae stats data.root=PATH")
-    run_stats(cfg.data.root, sample_rate=a.sample_rate, target_length=a.target_length, mel_bins=a.mel_bins)
-    return 0
-
-
-def _modalities(overrides: list[str]) -> int:
-    from omnimae.adapter import MODALITIES
-    import omnimae.modalities  # noqa: F401 - registers the adapters
-
-    for name, cls in sorted(MODALITIES.items()):
-        print(f"{name:<12} {cls.__module__}.{cls.__qualname__}")
+    run = v.run
+    if isinstance(run, str):
+        module, func = run.split(":")
+        run = getattr(importlib.import_module(module), func)
+    result = run(None if v.config is None else compose(v.config, overrides))
+    if v.show is not None:
+        v.show(result)
     return 0
 
 

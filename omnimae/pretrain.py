@@ -18,6 +18,7 @@ from omnimae.config import ModalityRun, OptimConfig
 from omnimae.errors import CheckpointError, ConfigError, OmniMAEError
 from omnimae.hardware import apply_threads
 from omnimae.io import atomic_path
+from omnimae.probe import probe_ready
 from omnimae.run_dir import claim_run_dir
 from omnimae.train import (
     AtomicCheckpointIO,
@@ -203,7 +204,7 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
         "rank": trainer.global_rank,
         "run_dir": run_dir,
         "checkpoint": last,
-        "best": checkpoint.best_model_path or "-",
+        "best": checkpoint.best_model_path or None,  # None: no best.ckpt was written (no monitored value yet)
         "reconstructions": run_dir / "reconstructions",
         "logs": Path(loggers[0].log_dir) / "metrics.csv",
         "tensorboard": loggers[1].log_dir,
@@ -211,4 +212,5 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
         **{name: str(choice) for name, choice in chosen.items()},
         **({"ranks_in_sync": in_sync} if in_sync is not None else {}),
         "minutes": f"{(time.time() - start) / 60:.1f}",
+        "labeled": {m: probe_ready(d.splits()) for m, d in data.items()},  # per modality: can the probe run on it
     }

@@ -118,6 +118,13 @@ def probe_embeddings(cfg: DictConfig) -> dict[str, Any]:
     return results
 
 
+def probe_ready(splits: dict[str, tuple]) -> bool:
+    """Whether the probe can run on a data source's splits (name -> (source, labels)): it needs labeled
+    train and val splits (-1 marks an unlabeled sample), two train samples and one val sample at least."""
+    train, val = (np.asarray(splits[s][1]) for s in ("train", "val"))
+    return len(train) >= 2 and len(val) >= 1 and bool((train >= 0).all() and (val >= 0).all())
+
+
 def run_probe(cfg: DictConfig) -> dict[str, Any]:
     if cfg.get("embeddings"):
         return probe_embeddings(cfg)
@@ -133,7 +140,7 @@ def run_probe(cfg: DictConfig) -> dict[str, Any]:
     data = build_data(mcfg)[modality]
     sets = {s: data.dataset(s, train=False) for s in ("train", "val")}
     labels = {s: np.asarray(ds.labels) for s, ds in sets.items()}
-    if (labels["train"] < 0).any() or (labels["val"] < 0).any() or len(labels["val"]) == 0 or len(labels["train"]) < 2:
+    if not probe_ready(data.splits()):
         raise DataError(f"{path}: the probe needs labeled train and val splits (an ImageFolder layout or a built-in set); "
                         f"unlabeled: {int((labels['train'] < 0).sum())} of {len(labels['train'])} train, "
                         f"{int((labels['val'] < 0).sum())} of {len(labels['val'])} val")
