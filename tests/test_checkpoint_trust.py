@@ -140,7 +140,7 @@ def test_the_nodes_that_do_not_build_the_model_are_left_out_unbuilt(saved, user,
 
     model, cfg = load_model(craft(saved["ckpt"], tmp_path / "other.ckpt", edit))
     assert untouched(user)
-    assert set(cfg) == {"seed", "run_name", "run_dir", "resume", "data", "optim", "model", "modalities"}
+    assert set(cfg) == {"seed", "run_name", "run_dir", "resume", "overwrite", "data", "optim", "model", "modalities"}
     # what is kept rebuilds the model and its data
     torch.testing.assert_close(model.state_dict(), load_model(saved["ckpt"])[0].state_dict(), rtol=0, atol=0)
     assert cfg.modalities.image.data._target_ == "omnimae.modalities.image.ImageData"
