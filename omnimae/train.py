@@ -406,8 +406,8 @@ class MAEPretrainer(L.LightningModule):
         for i, state in enumerate(checkpoint.get("lr_schedulers", [])):
             if "lr_lambdas" not in state:
                 checkpoint["lr_schedulers"][i] = {"last_epoch": state["last_epoch"], "lr_lambdas": []}
-
         resume_after_last_batch(checkpoint)
+
     def on_train_start(self) -> None:
         """The lr of this run's schedule at the current step: a resumed checkpoint holds the lr of the
         schedule it was saved under, which differs when the run grew longer."""
@@ -441,8 +441,6 @@ class MAEPretrainer(L.LightningModule):
         }
 
 
-# --- callbacks -----------------------------------------------------------------------------
-class NonFiniteGuard(Callback):
 def resume_after_last_batch(checkpoint: dict) -> None:
     """A checkpoint written in a training epoch's end hooks (ModelCheckpoint's last.ckpt and best.ckpt
     when validation runs every epoch, or when there is none) holds that epoch as processed but not
@@ -460,9 +458,13 @@ def resume_after_last_batch(checkpoint: dict) -> None:
     for scope in ("total", "current"):
         epochs[scope]["processed"] -= 1
         batches[scope]["completed"] -= 1  # its last batch as at on_train_batch_end, before on_advance_end
-    fit["epoch_loop.state_dict"]["_batches_that_stepped"] -= 1
+    stepped = fit.get("epoch_loop.state_dict") or {}
+    if "_batches_that_stepped" in stepped:  # the logged step: counted in on_advance_end
+        stepped["_batches_that_stepped"] -= 1
 
 
+# --- callbacks -----------------------------------------------------------------------------
+class NonFiniteGuard(Callback):
     """Skips an optimizer step whose gradients hold NaN/inf; stops after max_consecutive in a row.
 
     Runs after gradients are all-reduced, so every DDP rank takes the same decision. With a fused

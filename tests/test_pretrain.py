@@ -93,6 +93,7 @@ def test_resume_gives_the_same_losses_as_an_uninterrupted_run(tmp_path, stop_at)
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0, msg=k)
 
+
 class KeepLastAt(Callback):
     """Copies last.ckpt as it stands when training reaches a step: what a kill -9 there leaves."""
 
@@ -126,7 +127,6 @@ def test_resume_from_last_ckpt_written_at_an_epoch_end_is_exact(tmp_path, valida
     wb = read_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.ckpt")["state_dict"]
     for k in wa:
         torch.testing.assert_close(wa[k], wb[k], atol=1e-6, rtol=0, msg=k)
-
 
 
 class Poison(Callback):
