@@ -155,7 +155,7 @@ def test_probe_of_an_unreadable_checkpoint_is_an_error(tmp_path, capsys):
 def test_embed_writes_per_file_embeddings(trained, image_folder, tmp_path, suffix):
     import xarray as xr
 
-    from omnimae.modalities.image import read_image
+    from omnimae.modalities.readers.image import read_image
 
     # the digits checkpoint is grey 16 px: embed a folder of grey PNGs made from the fixture's photos
     grey = tmp_path / "grey"
