@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from omnimae.build import build_data, build_model
+from omnimae.config.build import build_data, build_model
 from omnimae.cli import compose
 
 

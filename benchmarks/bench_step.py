@@ -20,7 +20,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
-from omnimae.build import build_model
+from omnimae.config.build import build_model
 from omnimae.cli import compose
 from omnimae.hardware import cpu_bf16, cpu_name, gemm_shape
 

@@ -27,7 +27,7 @@ def child_demo(steps: int, threads: int) -> dict:
     from lightning.pytorch.callbacks import Callback
 
     from omnimae.cli import compose
-    from omnimae.pretrain import pretrain
+    from omnimae.train.pretrain import pretrain
 
     class StepClock(Callback):
         def __init__(self) -> None:

@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 
 from omnimae.adapter import ModalityAdapter, minmax, register_modality, standardize_crop
 from omnimae.errors import ConfigError, DataError
-from omnimae.files import folder_splits
+from omnimae.data.files import folder_splits
 from omnimae.patches import Patches
 from omnimae.tokenizers import ChannelPatchTokenizer, PatchTokenizer2D, TubeTokenizer
 

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 
 from omnimae.adapter import ModalityAdapter, minmax, register_modality
 from omnimae.data.skip import SkipBudget, budget_for, load_or_stand_in, scan_splits
-from omnimae.files import DecodedCache, find_files, folder_splits, walk
+from omnimae.data.files import DecodedCache, find_files, folder_splits, walk
 from omnimae.errors import ConfigError, DataError
 from omnimae.tokenizers import PatchTokenizer2D
 

@@ -12,7 +12,7 @@ from torchvision.transforms import v2 as T
 
 from omnimae.adapter import ModalityAdapter, check_channels, register_modality
 from omnimae.errors import ConfigError
-from omnimae.files import find_files, folder_splits
+from omnimae.data.files import find_files, folder_splits
 from omnimae.tokenizers import PatchTokenizer2D
 
 from .readers.image import IMAGE_SUFFIXES, header_channels, match_channels, read_image

@@ -233,7 +233,7 @@ class MicroscopyData:
     def _read(self, item):
         if self.cache_dir is None or self.manifest is not None:
             return self._decode(item)
-        from omnimae.files import DecodedCache
+        from omnimae.data.files import DecodedCache
         from omnimae.modalities.microscopy_io import ChannelImage
 
         params = {"channel_axis": self.channel_axis, "channel_names": self.channel_names}

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from omnimae.errors import ConfigError, DataError
-from omnimae.files import walk
+from omnimae.data.files import walk
 
 TIFF_SUFFIXES = (".tif", ".tiff")  # .ome.tif / .ome.tiff included
 IMAGE_SUFFIXES = (".png", ".tif", ".tiff")  # single-channel files a manifest may name

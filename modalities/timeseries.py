@@ -343,8 +343,8 @@ class TimeSeriesData:
             return None
         from pathlib import Path
 
-        from omnimae.files import walk
-        from omnimae.series_io import NETCDF_SUFFIXES, periodicity_candidates, read_series
+        from omnimae.data.files import walk
+        from omnimae.forecast.series_io import NETCDF_SUFFIXES, periodicity_candidates, read_series
 
         root = Path(self.root).expanduser()
         kinds = (".csv", ".tsv", ".zarr", *NETCDF_SUFFIXES)  # what read_series reads, in any case

@@ -30,7 +30,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from omnimae.adapter import ModalityAdapter, check_channels, register_modality
 from omnimae.data.skip import SkipBudget, budget_for, load_or_stand_in, scan_splits
-from omnimae.files import folder_splits
+from omnimae.data.files import folder_splits
 from omnimae.errors import ConfigError
 from omnimae.patches import Patches
 from omnimae.tokenizers.tube import TubeTokenizer

@@ -11,13 +11,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from omnimae.batch import to_device
-from omnimae.build import build_data
-from omnimae.checkpoint import load_model
+from omnimae.data.batch import to_device
+from omnimae.config.build import build_data
+from omnimae.checkpoint.format import load_model
 from omnimae.errors import ConfigError, DataError
 from omnimae.io import atomic_path, refuse_overwrite
 from omnimae.probe import _device, latest_checkpoint
-from omnimae.train import GroupedBatchSampler
+from omnimae.train.module import GroupedBatchSampler
 
 
 def _names(source, split: str, root: str | None, count: int) -> tuple[list[str], list[str]]:

@@ -29,7 +29,7 @@ from typing import Any, Iterator
 import torch
 
 from omnimae.errors import ConfigError
-from omnimae.hub import cache_folder
+from omnimae.checkpoint.hub import cache_folder
 from omnimae.io import atomic_path
 
 log = logging.getLogger("omnimae")

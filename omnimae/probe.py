@@ -12,9 +12,9 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from omnimae.batch import to_device
-from omnimae.build import build_data, build_model
-from omnimae.checkpoint import load_model
+from omnimae.data.batch import to_device
+from omnimae.config.build import build_data, build_model
+from omnimae.checkpoint.format import load_model
 from omnimae.errors import ConfigError, DataError
 from omnimae.io import atomic_path
 from omnimae.model import MaskedAutoencoder

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from omnimae.build import build_model
+from omnimae.config.build import build_model
 from omnimae.cli import compose
 
 TINY = ["model=vit_tiny", "experiment=none", "trainer=debug"]

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from omnimae.build import build_model
-from omnimae.checkpoint import load_model
+from omnimae.config.build import build_model
+from omnimae.checkpoint.format import load_model
 from omnimae.cli import compose
 from omnimae.errors import ConfigError, DataError
-from omnimae.pretrain import pretrain
+from omnimae.train.pretrain import pretrain
 
 HYPERSPECTRAL_YAML = """# @package modalities.hyperspectral
 adapter:

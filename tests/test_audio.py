@@ -15,13 +15,13 @@ import torchaudio.functional as AF
 from PIL import Image
 
 from omnimae.adapter import MODALITIES
-from omnimae.build import build_model
-from omnimae.checkpoint import load_model
+from omnimae.config.build import build_model
+from omnimae.checkpoint.format import load_model
 from omnimae.cli import compose
 from omnimae.errors import ConfigError, DataError
 from omnimae.modalities.audio import AudioAdapter, AudioData, compute_stats, run_stats
 from omnimae.modalities.readers.audio import fbank_features, log_mel, read_audio
-from omnimae.pretrain import pretrain
+from omnimae.train.pretrain import pretrain
 
 SR = 16000
 MEAN, STD = -4.2677393, 4.5689974  # AudioSet's, as AST and AudioMAE
@@ -398,8 +398,8 @@ def test_cache_sees_a_same_size_file_replaced_with_its_mtime_kept_and_a_vanished
 def test_embed_never_lends_a_bad_files_row_another_files_embedding(tmp_path, capsys):
     """skip_bad lets training go on past a file that fails to decode, with the next file standing in;
     embeddings are saved by file name, so there the failure stands and names the file."""
-    from omnimae.build import build_model
-    from omnimae.checkpoint import save_safetensors
+    from omnimae.config.build import build_model
+    from omnimae.checkpoint.format import save_safetensors
     from omnimae.cli import compose, main
 
     root = tmp_path / "data"

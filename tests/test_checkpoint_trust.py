@@ -18,12 +18,12 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from omnimae.adapter import MODALITIES
-from omnimae.build import build_model
-from omnimae.checkpoint import load_model, read_checkpoint, save_safetensors
+from omnimae.config.build import build_model
+from omnimae.checkpoint.format import load_model, read_checkpoint, save_safetensors
 from omnimae.cli import compose, main
 from omnimae.errors import CheckpointError
-from omnimae.forecast import Forecaster
-from omnimae.pretrain import pretrain
+from omnimae.forecast.forecaster import Forecaster
+from omnimae.train.pretrain import pretrain
 
 TINY = ["experiment=none", "model=vit_tiny", "modality=image", "modalities.image.adapter.img_size=16",
         "modalities.image.adapter.patch_size=4", "modalities.image.adapter.in_chans=1",

@@ -4,12 +4,12 @@ import pytest
 import timm
 import torch
 
-from omnimae.build import build_model
-from omnimae.checkpoint import load_model, load_pretrained, read_checkpoint, timm_vit_kwargs
+from omnimae.config.build import build_model
+from omnimae.checkpoint.format import load_model, load_pretrained, read_checkpoint, timm_vit_kwargs
 from omnimae.cli import compose, main
 from omnimae.errors import CheckpointError
 from omnimae.io import atomic_path
-from omnimae.pretrain import pretrain
+from omnimae.train.pretrain import pretrain
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_missing_keys_are_named(trained, tmp_path):
 
 
 def test_a_joint_checkpoint_loads_into_a_model_of_a_subset_of_its_modalities(tmp_path):
-    from omnimae.checkpoint import save_safetensors
+    from omnimae.checkpoint.format import save_safetensors
 
     size = ["modalities.image.adapter.img_size=32", "modalities.image.adapter.patch_size=8"]
     joint_cfg = compose("pretrain", ["experiment=none", "model=vit_tiny", "modality=[image,audio]", *size])
@@ -172,7 +172,7 @@ def test_embed_writes_per_file_embeddings(trained, image_folder, tmp_path, suffi
     # the stored features are the encoder's on the evaluation transform of each file
     model, cfg = load_model(trained)
     i = ds["file"].values.tolist().index("a/0.png")
-    from omnimae.build import build_data
+    from omnimae.config.build import build_data
     from omegaconf import open_dict
 
     with open_dict(cfg):

@@ -12,7 +12,7 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
-from omnimae.build import build_model
+from omnimae.config.build import build_model
 from omnimae.cli import VERBS, _print_pretrain, compose, main
 
 TINY_IMAGES = ["model=vit_tiny", "experiment=none", "trainer=debug", "modalities.image.adapter.img_size=16",
@@ -57,7 +57,7 @@ def test_every_verb_answers_help_with_its_options_their_defaults_and_an_example(
 @pytest.mark.parametrize("value", ["runs/x/last.ckpt", "a b", "null", "true", "1.5", "it's", "", "32-true", 1e-4,
                                    -3, False, None, [1, "a b", None], {"k": [0.5, "v"]}])
 def test_a_default_is_shown_as_an_override_that_reads_back_as_itself(value):
-    from omnimae.cli_help import as_override
+    from omnimae.cli.help import as_override
 
     assert OverridesParser.create().parse_override(f"key={as_override(value)}").value() == value
 
@@ -73,7 +73,7 @@ def test_help_stands_anywhere_and_needs_no_runner(capsys):
     usage = capsys.readouterr().out
     assert all(f"  {verb} " in usage and v.example in usage for verb, v in VERBS.items())
     code = ("import sys; from omnimae.cli import main; rc = main(['pretrain', '--help']); "
-            "heavy = [m for m in ('torch', 'lightning', 'omnimae.pretrain') if m in sys.modules]; "
+            "heavy = [m for m in ('torch', 'lightning', 'omnimae.train.pretrain') if m in sys.modules]; "
             "sys.exit(f'imported {heavy}' if heavy else rc)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
@@ -103,7 +103,7 @@ def test_a_short_run_lists_only_files_that_exist_in_one_style_and_suggests_embed
     """Two steps, before any log line or validation: no metrics.csv and no best.ckpt exist, so neither is
     listed; every path is relative under the current folder (the run was given an absolute run_dir),
     absolute from elsewhere. Unlabeled data: the suggestion is embed, and it runs."""
-    from omnimae.pretrain import pretrain
+    from omnimae.train.pretrain import pretrain
 
     monkeypatch.chdir(tmp_path)
     flat_images(tmp_path / "flat")
@@ -135,7 +135,7 @@ def test_a_short_run_lists_only_files_that_exist_in_one_style_and_suggests_embed
 
 
 def test_labeled_data_suggests_the_probe_and_it_runs(image_folder, tmp_path_factory, monkeypatch, capsys):
-    from omnimae.pretrain import pretrain
+    from omnimae.train.pretrain import pretrain
 
     work = tmp_path_factory.mktemp("work")  # not inside the data folder (image_folder is its tmp_path)
     monkeypatch.chdir(work)
@@ -150,7 +150,7 @@ def test_labeled_data_suggests_the_probe_and_it_runs(image_folder, tmp_path_fact
 # --- embed ----------------------------------------------------------------------------------
 @pytest.fixture
 def image_checkpoint(tmp_path):
-    from omnimae.checkpoint import save_safetensors
+    from omnimae.checkpoint.format import save_safetensors
 
     cfg = compose("pretrain", TINY_IMAGES)
     torch.manual_seed(0)
@@ -193,7 +193,7 @@ def test_microscopy_channels_without_names_are_ch0_ch1_in_the_embeddings(tmp_pat
     import tifffile
     import xarray as xr
 
-    from omnimae.checkpoint import save_safetensors
+    from omnimae.checkpoint.format import save_safetensors
 
     cfg = compose("pretrain", ["experiment=none", "modality=microscopy", "model=vit_tiny",
                                "modalities.microscopy.adapter.img_size=32", "modalities.microscopy.adapter.patch_size=8"])

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from omnimae.checkpoint import load_model
+from omnimae.checkpoint.format import load_model
 
 FIXTURES = Path(__file__).parent / "fixtures"
 STORED = json.loads((FIXTURES / "v0_1_0_tiny_outputs.json").read_text())["outputs"]

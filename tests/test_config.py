@@ -2,7 +2,7 @@
 import pytest
 
 
-from omnimae.build import build_data, build_model, validate
+from omnimae.config.build import build_data, build_model, validate
 from omnimae.cli import compose, main
 from omnimae.errors import ConfigError
 
@@ -134,7 +134,7 @@ def test_cfg_takes_hydras_job_hydra_and_all(capsys):
 def test_modality_is_a_plain_key_of_embed_probe_and_export(tmp_path, capsys):
     """`modality` names a config group for pretrain; for the verbs where it is a plain key,
     `modality=X` (or `--modality X`) sets it instead of failing as an unknown group."""
-    from omnimae.checkpoint import save_safetensors
+    from omnimae.checkpoint.format import save_safetensors
 
     for name in ("embed", "probe", "export"):
         assert compose(name, ["checkpoint=x.ckpt", "modality=audio"]).modality == "audio"

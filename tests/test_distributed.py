@@ -36,7 +36,7 @@ def test_torchrun_launch_gives_the_same_weights_as_a_lightning_launch(tmp_path):
     """The same 2-process run started by torchrun instead of Lightning ends with the same weights."""
     import torch
 
-    from omnimae.checkpoint import read_checkpoint
+    from omnimae.checkpoint.format import read_checkpoint
 
     run(*DDP, "trainer.max_steps=3", f"run_dir={tmp_path / 'lightning'}")
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", OMNIMAE, "pretrain"]

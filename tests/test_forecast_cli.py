@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 import torch
 
-from omnimae.build import build_model
-from omnimae.checkpoint import omnimae_to_official, save_safetensors
+from omnimae.config.build import build_model
+from omnimae.checkpoint.format import omnimae_to_official, save_safetensors
 from omnimae.cli import compose, main
 
 A = "modalities.timeseries.adapter"
@@ -53,7 +53,7 @@ def test_forecast_csv_in_csv_and_png_out(checkpoint, airline_csv, tmp_path, caps
 def test_forecast_matches_the_python_api_and_writes_netcdf(checkpoint, airline_csv, tmp_path):
     import xarray as xr
 
-    from omnimae.forecast import Forecaster
+    from omnimae.forecast.forecaster import Forecaster
 
     out = tmp_path / "fc.nc"
     assert main(["forecast", f"checkpoint={checkpoint[0]}", f"input={airline_csv}", f"output={out}", "horizon=6",
@@ -137,7 +137,7 @@ def test_forecast_eval_scores_the_checkpoint_beside_baselines(checkpoint, tmp_pa
 
 def test_the_shipped_forecaster_is_the_default_and_beats_naive_on_a_seasonal_series(airline_csv, tmp_path, capsys):
     """The packaged checkpoint loads from the install with no argument and forecasts a clean seasonal series."""
-    from omnimae.forecast_cli import default_checkpoint
+    from omnimae.forecast.run import default_checkpoint
 
     path = default_checkpoint()
     assert path.stat().st_size < 10 * 2**20  # a few MB (float16 weights)

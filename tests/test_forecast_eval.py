@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from omnimae import forecast_eval as fe
+from omnimae.forecast import evaluate as fe
 from omnimae.errors import OutputError
 
 

@@ -21,7 +21,7 @@ def test_bf16_autocast_step_on_cuda_matches_fp32(tiny_model):
 
 def test_pretrain_runs_on_gpu_in_bf16(tmp_path):
     from omnimae.cli import compose
-    from omnimae.pretrain import pretrain
+    from omnimae.train.pretrain import pretrain
 
     cfg = compose("pretrain", ["model=vit_tiny", "trainer=gpu", "trainer.max_steps=3", "trainer.max_epochs=null",
                                "modalities.image.batch_size=32", f"run_dir={tmp_path}", "trainer.enable_progress_bar=false"])
@@ -31,9 +31,9 @@ def test_pretrain_runs_on_gpu_in_bf16(tmp_path):
 def test_forecaster_on_cuda_equals_cpu():
     import numpy as np
 
-    from omnimae.build import build_model
+    from omnimae.config.build import build_model
     from omnimae.cli import compose
-    from omnimae.forecast import Forecaster
+    from omnimae.forecast.forecaster import Forecaster
 
     a = "modalities.timeseries.adapter"
     torch.manual_seed(0)
@@ -49,7 +49,7 @@ def test_a_training_step_never_waits_for_the_gpu(tiny_model):
     CUDA's sync debug mode set to error, any host-device synchronization in the step raises."""
     from types import SimpleNamespace
 
-    from omnimae.train import NonFiniteGuard
+    from omnimae.train.module import NonFiniteGuard
 
     model = tiny_model.cuda()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 from omnimae import hardware
-from omnimae.build import validate
+from omnimae.config.build import validate
 from omnimae.cli import compose, main
 from omnimae.errors import ConfigError
-from omnimae.pretrain import pretrain
+from omnimae.train.pretrain import pretrain
 
 FAST = ["model=vit_tiny", "modalities.image.batch_size=32", "trainer.log_every_n_steps=1",
         "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "callbacks.reconstruction_samples=2"]

@@ -8,9 +8,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import torch
 
-from omnimae import hub
-from omnimae.build import build_model
-from omnimae.checkpoint import load_pretrained, omnimae_to_official
+from omnimae.checkpoint import hub
+from omnimae.config.build import build_model
+from omnimae.checkpoint.format import load_pretrained, omnimae_to_official
 from omnimae.cli import compose
 from omnimae.errors import CheckpointError
 from omnimae.model import MaskedAutoencoder

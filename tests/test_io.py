@@ -10,7 +10,7 @@ import torch
 
 from omnimae.errors import OutputError
 from omnimae.io import atomic_path
-from omnimae.train import AtomicCheckpointIO
+from omnimae.train.module import AtomicCheckpointIO
 
 WRITER = """
 import sys, time

@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from omnimae.checkpoint import load_model, read_checkpoint
+from omnimae.checkpoint.format import load_model, read_checkpoint
 from omnimae.cli import compose
-from omnimae.forecast import Forecaster
-from omnimae.pretrain import pretrain
-from omnimae.train import MixedLoader, ResumableLoader, SeededSampler
+from omnimae.forecast.forecaster import Forecaster
+from omnimae.train.pretrain import pretrain
+from omnimae.train.module import MixedLoader, ResumableLoader, SeededSampler
 
 JOINT = [
     "experiment=none", "modality=[image,timeseries]", "model=vit_tiny", "trainer=debug", "data.builtin=digits",
@@ -133,7 +133,7 @@ def test_channel_groups_each_smaller_than_a_batch_fail_naming_the_batch_size():
     from types import SimpleNamespace
 
     from omnimae.errors import ConfigError
-    from omnimae.train import MAEDataModule
+    from omnimae.train.module import MAEDataModule
 
     groups = [2] * 5 + [3] * 5 + [4] * 5  # 15 samples, but no group fills a batch of 8
     dm = MAEDataModule({"microscopy": _Data(_Grouped(groups), _Grouped([]))},
@@ -146,7 +146,7 @@ def test_channel_groups_each_smaller_than_a_batch_fail_naming_the_batch_size():
 def test_reconstructions_take_their_samples_from_one_channel_group():
     from types import SimpleNamespace
 
-    from omnimae.train import ReconstructionCallback
+    from omnimae.train.module import ReconstructionCallback
 
     val = _Grouped([3, 2, 3, 2, 3])
     trainer = SimpleNamespace(datamodule=SimpleNamespace(val_sets={"microscopy": val}))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from omnimae.build import build_model
+from omnimae.config.build import build_model
 from omnimae.cli import compose
 from omnimae.errors import ConfigError
 from omnimae.masking import num_visible
@@ -108,7 +108,7 @@ def test_embed_batches_files_with_different_channel_sets_and_keeps_file_order(tm
     lacks a channel."""
     import xarray as xr
 
-    from omnimae.checkpoint import save_safetensors
+    from omnimae.checkpoint.format import save_safetensors
     from omnimae.cli import main
 
     cfg = compose("pretrain", M)
@@ -147,7 +147,7 @@ def test_trains_on_3_and_5_channel_images_together_then_embeds_a_2_channel_subse
     import xarray as xr
 
     from omnimae.cli import main
-    from omnimae.pretrain import pretrain
+    from omnimae.train.pretrain import pretrain
 
     data = tmp_path / "plates"
     for cls in ("ctrl", "drug"):

@@ -16,7 +16,7 @@ def test_every_registered_modality_has_a_config(make_cfg):
 
 @pytest.mark.parametrize("ratio", [0.75, 0.5, 0.9])
 def test_encoder_sees_only_the_visible_tokens(make_cfg, ratio):
-    from omnimae.build import build_model
+    from omnimae.config.build import build_model
 
     model = build_model(make_cfg(f"modalities.image.adapter.mask_ratio={ratio}", img_size=32))
     seen = []
@@ -77,7 +77,7 @@ def test_no_weight_decay_covers_tokens_and_modality_embeddings(tiny_model):
 def test_only_layer_weights_are_decayed():
     """With every modality's adapter in one model, AdamW decays exactly the weight matrices of the
     linear and convolution layers: tokens and learned embeddings (modality, channel) are not."""
-    from omnimae.build import build_model
+    from omnimae.config.build import build_model
     from omnimae.cli import compose
 
     cfg = compose("pretrain", ["experiment=none", "model=vit_tiny", "modality=[image,microscopy,array]",
@@ -91,7 +91,7 @@ def test_only_layer_weights_are_decayed():
 
 
 def test_compile_switch_gives_the_same_outputs(make_cfg):
-    from omnimae.build import build_model
+    from omnimae.config.build import build_model
 
     torch.manual_seed(0)
     eager = build_model(make_cfg()).eval()

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from omnimae.build import build_model, check_mask_ratios, validate
+from omnimae.config.build import build_model, check_mask_ratios, validate
 from omnimae.cli import compose, main
 from omnimae.errors import ConfigError
 

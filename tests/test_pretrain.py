@@ -9,12 +9,12 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from PIL import Image
 
-from omnimae.build import validate
-from omnimae.checkpoint import load_model, read_checkpoint
+from omnimae.config.build import validate
+from omnimae.checkpoint.format import load_model, read_checkpoint
 from omnimae.errors import ConfigError
 from omnimae.cli import compose, main
-from omnimae.pretrain import pretrain
-from omnimae.train import NonFiniteError
+from omnimae.train.pretrain import pretrain
+from omnimae.train.module import NonFiniteError
 
 FAST = ["model=vit_tiny", "modalities.image.batch_size=32", "trainer.log_every_n_steps=1",
         "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "callbacks.reconstruction_samples=2"]
@@ -298,8 +298,8 @@ def test_min_lr_is_checked_against_the_batch_scaled_lr(tmp_path):
     base_lr) would turn the cosine 'decay' into a climb; above 256 samples a step the lr exceeds base_lr."""
     from types import SimpleNamespace
 
-    from omnimae.config import OptimConfig
-    from omnimae.train import MAEPretrainer
+    from omnimae.config.schema import OptimConfig
+    from omnimae.train.module import MAEPretrainer
 
     cfg = compose("pretrain", FAST + ["optim.base_lr=1.5e-3", "optim.min_lr=1e-3", f"run_dir={tmp_path / 'run'}"])
     validate(cfg)
@@ -322,7 +322,7 @@ def test_bf16_autocast_switch_trains_on_cpu(tmp_path, monkeypatch):
 
 
 def test_grouped_batches_hold_one_group_cover_the_epoch_and_split_across_ranks():
-    from omnimae.train import GroupedBatchSampler
+    from omnimae.train.module import GroupedBatchSampler
 
     groups = ["rgb"] * 10 + ["five"] * 7 + ["two"] * 5
     s = GroupedBatchSampler(groups, batch_size=3, seed=0, drop_last=False)
@@ -345,7 +345,7 @@ def test_lightning_reaches_the_epoch_of_every_training_loader():
     sampler it cannot reach would replay the first epoch's order forever."""
     from lightning.fabric.utilities.data import _set_sampler_epoch
 
-    from omnimae.train import GroupedBatchSampler, MixedLoader, ResumableLoader, SeededSampler
+    from omnimae.train.module import GroupedBatchSampler, MixedLoader, ResumableLoader, SeededSampler
 
     plain = ResumableLoader(list(range(8)), batch_size=2, sampler=SeededSampler(8, seed=0))
     grouped = ResumableLoader(list(range(8)), batch_sampler=GroupedBatchSampler(["a"] * 8, 2, seed=0))
@@ -363,8 +363,8 @@ def test_clipping_with_the_fused_optimizer_under_bf16_matches_lightnings_fp32_cl
     from lightning.pytorch.plugins.precision import Precision
     from lightning.pytorch.utilities import GradClipAlgorithmType
 
-    from omnimae.config import OptimConfig
-    from omnimae.train import MAEPretrainer
+    from omnimae.config.schema import OptimConfig
+    from omnimae.train.module import MAEPretrainer
 
     module = MAEPretrainer(tiny_model, OptimConfig(), batch_size=4)
     module.trainer = L.Trainer(accelerator="cpu", precision="bf16-mixed", gradient_clip_val=value, logger=False)
@@ -387,7 +387,7 @@ def test_a_checkpoint_between_checks_does_not_hide_a_run_of_bad_steps():
     the three bad steps in a row that ended before the save."""
     from types import SimpleNamespace
 
-    from omnimae.train import NonFiniteGuard
+    from omnimae.train.module import NonFiniteGuard
 
     param = torch.nn.Parameter(torch.ones(4))
     opt = torch.optim.AdamW([param], lr=0.1, fused=True)

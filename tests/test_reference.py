@@ -4,8 +4,8 @@ import timm
 import torch
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
-from omnimae.build import build_model
-from omnimae.checkpoint import (
+from omnimae.config.build import build_model
+from omnimae.checkpoint.format import (
     convert_to_omnimae,
     hf_to_official,
     load_pretrained,

@@ -7,17 +7,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from omnimae.checkpoint import read_checkpoint
+from omnimae.checkpoint.format import read_checkpoint
 from omnimae.cli import compose, main
 from omnimae.errors import OutputError
-from omnimae.pretrain import pretrain
+from omnimae.train.pretrain import pretrain
 
 FAST = ["model=vit_tiny", "modalities.image.batch_size=32", "trainer.limit_val_batches=0", "trainer.enable_progress_bar=false",
         "callbacks.reconstruction_every_n_steps=0", "callbacks.reconstruction_samples=2"]
 
 HOLDER = """
 import sys, time
-from omnimae.run_dir import claim_run_dir
+from omnimae.train.run_dir import claim_run_dir
 with claim_run_dir(sys.argv[1]):
     print("holding", flush=True)
     time.sleep(600)
@@ -78,7 +78,7 @@ def test_a_run_dir_that_cannot_be_made_fails_naming_it(tmp_path, capsys, monkeyp
 
 
 def test_overwrite_must_be_true_or_false():
-    from omnimae.build import validate
+    from omnimae.config.build import validate
     from omnimae.errors import ConfigError
 
     with pytest.raises(ConfigError, match="^overwrite: expected true or false, got 'yes'"):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from omnimae.errors import DataError, OutputError
-from omnimae.series_io import (
+from omnimae.forecast.series_io import (
     SeriesTable,
     future_index,
     periodicity_candidates,

@@ -4,12 +4,12 @@ import pandas as pd
 import pytest
 import torch
 
-from omnimae.build import build_data, build_model
+from omnimae.config.build import build_data, build_model
 from omnimae.cli import compose
 from omnimae.errors import ConfigError
-from omnimae.forecast import Forecaster
+from omnimae.forecast.forecaster import Forecaster
 from omnimae.modalities.timeseries import RasterGeometry, rasterize, read_back, synthetic_series
-from omnimae.pretrain import pretrain
+from omnimae.train.pretrain import pretrain
 
 TS = ["experiment=none", "modality=timeseries", "model=vit_tiny", "modalities.timeseries.adapter.img_size=64",
       "modalities.timeseries.adapter.patch_size=8", "modalities.timeseries.adapter.max_visible_columns=5"]
@@ -110,7 +110,7 @@ def test_pretraining_windows_from_series_files(tmp_path):
 
 
 def test_hugging_face_weights_forecast_like_the_official_layout(tmp_path):
-    from omnimae.checkpoint import omnimae_to_official
+    from omnimae.checkpoint.format import omnimae_to_official
 
     model = build_model(compose("pretrain", TS))
     official = omnimae_to_official(model, "timeseries")

@@ -10,13 +10,13 @@ from einops import rearrange
 from PIL import Image
 
 from omnimae.adapter import MODALITIES
-from omnimae.build import build_model
-from omnimae.checkpoint import load_model
+from omnimae.config.build import build_model
+from omnimae.checkpoint.format import load_model
 from omnimae.cli import compose
 from omnimae.errors import ConfigError, DataError
 from omnimae.modalities.readers.video import clip_indices, read_video
 from omnimae.modalities.video import ClipReader, VideoAdapter, VideoData
-from omnimae.pretrain import pretrain
+from omnimae.train.pretrain import pretrain
 from omnimae.tokenizers.tube import TubeTokenizer, conv3d_weight_to_linear, linear_weight_to_conv3d
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)

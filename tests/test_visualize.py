@@ -24,7 +24,7 @@ def test_panels_show_the_mask_and_paste_back_the_visible_patches(tiny_model, tmp
 def test_the_visible_patches_of_every_panel_keep_the_originals_scale():
     """Adapters that scale each sample to its range show reconstructions on the original's range: where
     a patch is visible, the 'reconstruction + visible' panel equals the original panel."""
-    from omnimae.build import build_model
+    from omnimae.config.build import build_model
     from omnimae.cli import compose
 
     cfg = compose("pretrain", ["experiment=none", "model=vit_tiny", "modality=[audio,microscopy,array]",

@@ -8,7 +8,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
-from omnimae.config import ModalityRun, OptimConfig, check_model, check_node, check_targets
+from omnimae.config.schema import ModalityRun, OptimConfig, check_model, check_node, check_targets
 from omnimae.errors import ConfigError
 from omnimae.hardware import Choice, settle
 from omnimae.model import MaskedAutoencoder

@@ -12,7 +12,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from omnimae.errors import CheckpointError, ConfigError, DataError
-from omnimae.forecast import Forecaster
+from omnimae.forecast.forecaster import Forecaster
 from omnimae.io import check_writable, refuse_overwrite
 from omnimae.modalities.timeseries import EPS_MODES, INTERPOLATIONS
 
@@ -163,7 +163,7 @@ def forecast_outputs(cfg: DictConfig) -> tuple[Path, Path | None]:
 
 def choose_periodicity(cfg: DictConfig, forecaster: Forecaster, table) -> int:
     """periodicity as given; null: the index's main cycle where the history holds two; auto: a backtest."""
-    from omnimae.series_io import periodicity_candidates
+    from omnimae.forecast.series_io import periodicity_candidates
 
     values, src = table.values, str(cfg.input)
     if cfg.periodicity is None:
@@ -177,7 +177,7 @@ def choose_periodicity(cfg: DictConfig, forecaster: Forecaster, table) -> int:
 
 
 def run_forecast(cfg: DictConfig) -> dict:
-    from omnimae.series_io import plot_forecast, read_series, write_forecast
+    from omnimae.forecast.series_io import plot_forecast, read_series, write_forecast
 
     check_options(cfg, FORECAST)
     out, png = forecast_outputs(cfg)
@@ -208,7 +208,7 @@ def run_forecast(cfg: DictConfig) -> dict:
 
 # --- forecast-eval -----------------------------------------------------------------------------
 def run_forecast_eval(cfg: DictConfig):
-    from omnimae import forecast_eval as fe
+    from omnimae.forecast import evaluate as fe
 
     check_options(cfg, FORECAST_EVAL)
     known = {"naive": fe.naive, "seasonal_naive": fe.seasonal_naive, "ets": fe.ets, "theta": fe.theta}

@@ -12,15 +12,15 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-from omnimae.build import build_data, build_model, check_mask_ratios, validate
-from omnimae.checkpoint import read_checkpoint
-from omnimae.config import ModalityRun, OptimConfig
+from omnimae.config.build import build_data, build_model, check_mask_ratios, validate
+from omnimae.checkpoint.format import read_checkpoint
+from omnimae.config.schema import ModalityRun, OptimConfig
 from omnimae.errors import CheckpointError, ConfigError, OmniMAEError
 from omnimae.hardware import apply_threads
 from omnimae.io import atomic_path
 from omnimae.probe import probe_ready
-from omnimae.run_dir import claim_run_dir
-from omnimae.train import (
+from omnimae.train.run_dir import claim_run_dir
+from omnimae.train.module import (
     AtomicCheckpointIO,
     MAEDataModule,
     MAEPretrainer,

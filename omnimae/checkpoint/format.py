@@ -16,7 +16,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from omnimae import __version__
-from omnimae.checkpoint_trust import stored_model_config, verify_weights, weights_sha256
+from omnimae.checkpoint.trust import stored_model_config, verify_weights, weights_sha256
 from omnimae.errors import CheckpointError, ConfigError
 from omnimae.io import atomic_path
 from omnimae.model import MaskedAutoencoder
@@ -290,7 +290,7 @@ def load_model(path: str | Path, trust_checkpoint: bool = False) -> tuple[Masked
 
 def rebuild_model(ckpt: dict[str, Any], source: str, trust_checkpoint: bool = False) -> tuple[MaskedAutoencoder, DictConfig]:
     """load_model for a checkpoint dict already read (read_checkpoint) from `source`."""
-    from omnimae.build import build_model
+    from omnimae.config.build import build_model
 
     meta = ckpt.get("omnimae")
     if not isinstance(meta, dict) or "config" not in meta:

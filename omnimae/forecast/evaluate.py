@@ -7,7 +7,7 @@ of `horizon` points from the history before each window, and averages MAE, MSE, 
 over the windows. Four baselines are included (`naive`, `seasonal_naive`, `ets`, `theta`); a
 forecaster is any `fn(context, horizon, periodicity) -> array[horizon]`.
 
-    from omnimae.forecast_eval import BASELINES, run_forecast_eval
+    from omnimae.forecast.evaluate import BASELINES, run_forecast_eval
     run_forecast_eval(BASELINES, "runs/forecast_eval")
 
 Choices made for every series (periodicity m, horizon h; why):

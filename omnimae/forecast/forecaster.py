@@ -11,8 +11,8 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from omnimae.build import build_model
-from omnimae.checkpoint import convert_to_omnimae, load_weights, read_checkpoint, rebuild_model, state_dict_of, hf_to_official, detect_layout
+from omnimae.config.build import build_model
+from omnimae.checkpoint.format import convert_to_omnimae, load_weights, read_checkpoint, rebuild_model, state_dict_of, hf_to_official, detect_layout
 from omnimae.errors import CheckpointError, ConfigError, DataError
 from omnimae.model import MaskedAutoencoder
 from omnimae.modalities.timeseries import RasterGeometry, TimeSeriesAdapter, check_eps, rasterize, read_back
@@ -70,7 +70,7 @@ class Forecaster:
     ) -> "Forecaster":
         """An omnimae checkpoint, an official MAE .pth (by path or name: mae_base/large/huge) or HF ViTMAE weights.
         trust_checkpoint: let an omnimae checkpoint's stored config build classes other than omnimae's own."""
-        from omnimae import hub
+        from omnimae.checkpoint import hub
 
         path = hub.fetch_checkpoint(str(checkpoint)) if str(checkpoint) in hub.OFFICIAL else Path(checkpoint)
         ckpt = read_checkpoint(path)

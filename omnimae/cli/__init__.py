@@ -201,7 +201,7 @@ VERBS = {
     "pretrain": Verb(
         "train an MAE (no arguments: the embedded digits demo)",
         "omnimae pretrain experiment=none model=vit_small data.root=/data/images trainer.max_epochs=5",
-        "omnimae.pretrain:pretrain", "pretrain",
+        "omnimae.train.pretrain:pretrain", "pretrain",
         options={"experiment": "", "modality": "", "model": "", "trainer": "", "data.root": "", "run_dir": "",
                  "resume": "", "seed": "", "trainer.max_steps": "training steps (or trainer.max_epochs)",
                  "optim.base_lr": "lr = base_lr x effective batch / 256", "callbacks.checkpoint_every_n_steps": ""},
@@ -212,13 +212,13 @@ VERBS = {
     "forecast": Verb(
         "zero-shot forecast of a CSV / netCDF / zarr file with a vision MAE (VisionTS)",
         "omnimae forecast --input sales.csv --horizon 24 --periodicity auto",
-        "omnimae.forecast_cli:run_forecast", "forecast",
+        "omnimae.forecast.run:run_forecast", "forecast",
         options={k: "" for k in ("checkpoint", "input", "horizon", "output", "context", "periodicity", "time_column",
                                  "variables", "truth", "plot", "device", "overwrite")},
         show=_print_forecast,
     ),
     "forecast-eval": Verb("rolling-origin backtest of a checkpoint on real series beside classical baselines",
-                          "omnimae forecast-eval n_origins=3", "omnimae.forecast_cli:run_forecast_eval", "forecast_eval"),
+                          "omnimae forecast-eval n_origins=3", "omnimae.forecast.run:run_forecast_eval", "forecast_eval"),
     "embed": Verb("per-file embeddings of a checkpoint's frozen encoder to netCDF or zarr",
                   "omnimae embed checkpoint=latest data_root=/data/images output=emb.nc", "omnimae.embed:run_embed", "embed"),
     "export": Verb("write a checkpoint as safetensors, official MAE (.pth) or timm ViT weights",
@@ -247,7 +247,7 @@ def usage() -> str:
 
 def _help(verb: str) -> int:
     """Print a verb's help. Its defaults come from composing its config: Hydra and OmegaConf only, no runner."""
-    from omnimae import cli_help
+    from omnimae.cli import help as cli_help
 
     v = VERBS[verb]
     rows = None

@@ -16,9 +16,9 @@ from timm.optim import param_groups_weight_decay
 from torch.utils.data import DataLoader, Sampler, default_collate
 
 from omnimae import __version__
-from omnimae.batch import batch_size, to_device
-from omnimae.checkpoint_trust import weights_sha256
-from omnimae.config import OptimConfig
+from omnimae.data.batch import batch_size, to_device
+from omnimae.checkpoint.trust import weights_sha256
+from omnimae.config.schema import OptimConfig
 from omnimae.errors import ConfigError, OmniMAEError
 from omnimae.io import atomic_path
 from omnimae.model import MaskedAutoencoder

@@ -1,0 +1,1 @@
+"""Configs: schemas and checks, composition with Hydra, and building objects from a config."""

@@ -1,0 +1,1 @@
+"""Pretraining with Lightning: the module, data loading, callbacks and the run folder."""
