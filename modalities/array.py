@@ -14,9 +14,9 @@ from typing import Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 
 from omnimae.adapter import ModalityAdapter, minmax, register_modality, standardize_crop
+from omnimae.data.protocol import SampleSet
 from omnimae.errors import ConfigError, DataError
 from omnimae.data.files import folder_splits
 from omnimae.patches import Patches
@@ -143,7 +143,7 @@ def read_array(path: str | Path, dims: Sequence[str] | None, variable: str | Non
     return arr
 
 
-class ArrayDataset(Dataset):
+class ArrayDataset(SampleSet):
     def __init__(self, paths: list[Path], labels: list[int], data: "ArrayData", train: bool):
         self.paths, self.labels, self.data, self.train = paths, labels, data, train
 

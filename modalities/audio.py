@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from torch.utils.data import Dataset
 
 from omnimae.adapter import ModalityAdapter, minmax, register_modality
 from omnimae.data.skip import SkipBudget, budget_for, load_or_stand_in, scan_splits
 from omnimae.data.files import DecodedCache, find_files, folder_splits, walk
+from omnimae.data.protocol import SampleSet
 from omnimae.errors import ConfigError, DataError
 from omnimae.tokenizers import PatchTokenizer2D
 
@@ -55,7 +55,7 @@ def find_audio(root: str | Path, classes: Sequence[str] | None = None) -> tuple[
 
 
 # --- datasets ------------------------------------------------------------------------------
-class AudioDataset(Dataset):
+class AudioDataset(SampleSet):
     """Normalized log-mel features [1, target_length, mel_bins]; keys are indices or (index, seed).
 
     With a seed the training crop is drawn from that seed, so a resumed run sees the same crops.
@@ -64,7 +64,6 @@ class AudioDataset(Dataset):
     its own file: embeddings saved by file name).
     """
 
-    stand_ins = True
 
     def __init__(
         self,

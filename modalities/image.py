@@ -6,11 +6,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
 from omnimae.adapter import ModalityAdapter, check_channels, register_modality
+from omnimae.data.protocol import SampleSet, Split
 from omnimae.errors import ConfigError
 from omnimae.data.files import find_files, folder_splits
 from omnimae.tokenizers import PatchTokenizer2D
@@ -70,7 +70,7 @@ def find_images(root: str | Path, classes: list[str] | None = None) -> tuple[lis
 
 
 # --- datasets ------------------------------------------------------------------------------
-class ImageDataset(Dataset):
+class ImageDataset(SampleSet):
     """Images from files or an in-memory tensor; keys are indices or (index, seed) pairs.
 
     With a seed the augmentation draws from its own RNG stream, so a resumed run sees the same
@@ -166,7 +166,7 @@ class ImageData:
         images = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0  # [n, 1, 8, 8] in [0, 1]
         idx = np.arange(len(images))
         tr, te = train_test_split(idx, test_size=0.25, random_state=0, stratify=d.target)
-        return {"train": (images[tr], d.target[tr].tolist()), "val": (images[te], d.target[te].tolist())}
+        return {"train": Split(images[tr], d.target[tr].tolist()), "val": Split(images[te], d.target[te].tolist())}
 
     def _folder(self) -> dict[str, tuple]:
         splits = folder_splits(self.root, IMAGE_SUFFIXES, self.val_fraction, self.seed, "image")

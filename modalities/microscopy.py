@@ -16,11 +16,12 @@ import numpy as np
 import torch
 from einops import rearrange
 from torch import nn
-from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from omnimae.adapter import ModalityAdapter, minmax, register_modality, standardize_crop
+from omnimae.data.files import folder_splits, hold_out
+from omnimae.data.protocol import SampleSet
 from omnimae.errors import ConfigError, DataError
 from omnimae.patches import Patches
 from omnimae.tokenizers import ChannelPatchTokenizer
@@ -159,7 +160,19 @@ def standardize(pixels: torch.Tensor, names: Sequence[str], stats: dict | None, 
     return (pixels - mean) / std
 
 
-class MicroscopyDataset(Dataset):
+def _find_labeled(root: Path) -> tuple[list[Path], list[int], list[str]]:
+    """Images under root; where every image lies in a subfolder, the subfolders are classes (labels)."""
+    from omnimae.modalities import microscopy_io as mio
+
+    paths = mio.find_microscopy(root)
+    if not paths:
+        raise DataError(f"data.root={root}: no TIFF, OME-TIFF or zarr images found")
+    tops = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in paths]
+    classes = sorted({t for t in tops if t}) if all(tops) else []
+    return paths, [classes.index(t) if classes else -1 for t in tops], classes
+
+
+class MicroscopyDataset(SampleSet):
     """Items {"pixels": [C, S, S] standardized, "channel_ids": [C]}; `groups` holds each item's channel set."""
 
     def __init__(self, items: list, reader, vocabulary: list[str], unknown: str, img_size: int, train: bool,
@@ -270,23 +283,9 @@ class MicroscopyData:
 
         if self.manifest is not None:
             rows = mio.read_manifest(self.manifest, label_column=self.label_column)
-            labels = [self._label(r) for r in rows]
-            order = np.random.default_rng(self.seed).permutation(len(rows))
-            n_val = min(int(np.ceil(self.val_fraction * len(rows))), len(rows) - 1)
-            pick = lambda idx: ([rows[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
-            splits = {"val": pick(order[:n_val]), "train": pick(order[n_val:])}
-        else:
-            root = Path(self.root).expanduser()
-            paths = mio.find_microscopy(root)
-            if not paths:
-                raise DataError(f"data.root={root}: no TIFF, OME-TIFF or zarr images found")
-            tops = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in paths]
-            classes = sorted({t for t in tops if t}) if all(tops) else []  # one subfolder per class gives labels
-            labels = [classes.index(t) if classes else -1 for t in tops]
-            order = np.random.default_rng(self.seed).permutation(len(paths))
-            n_val = min(int(np.ceil(self.val_fraction * len(paths))), len(paths) - 1)
-            splits = {"val": ([paths[i] for i in order[:n_val]], [labels[i] for i in order[:n_val]]),
-                      "train": ([paths[i] for i in order[n_val:]], [labels[i] for i in order[n_val:]])}
+            splits = hold_out(rows, [self._label(r) for r in rows], self.val_fraction, self.seed)
+        else:  # train/ and val/ folders as given, else a seeded hold-out, as every folder source
+            splits = folder_splits(self.root, (), self.val_fraction, self.seed, "microscopy", find=_find_labeled)
         for split, (items, _) in splits.items():  # read every image once: bad files fail before training
             self._sets[split] = []
             for item in items:

@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from scipy.signal import lfilter
 from einops import rearrange, repeat
-from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from omnimae.adapter import register_modality
+from omnimae.data.protocol import SampleSet, Split
 from omnimae.errors import ConfigError, DataError
 from omnimae.masking import right_columns_mask
 from .image import ImageAdapter
@@ -268,7 +268,7 @@ def min_window(period: int, cols: int) -> int:
     return 4 * period if period > 1 else 4 * cols
 
 
-class SeriesWindows(Dataset):
+class SeriesWindows(SampleSet):
     """Rasterized windows: of synthetic series (an endless, seeded stream) or of given series."""
 
     def __init__(self, size: int, adapter_kwargs: dict, series: list[tuple[np.ndarray, int]] | None, base_seed: int,
@@ -369,7 +369,7 @@ class TimeSeriesData:
     def splits(self) -> dict[str, tuple]:
         if self._series is None and self.root is not None:
             self._series = self._load()
-        return {"train": (None, [-1] * self.samples_per_epoch), "val": (None, [-1] * self.val_samples)}
+        return {"train": Split(None, [-1] * self.samples_per_epoch), "val": Split(None, [-1] * self.val_samples)}
 
     def dataset(self, split: str, train: bool) -> SeriesWindows:
         self.splits()

@@ -24,13 +24,13 @@ from typing import Sequence
 
 import torch
 from einops import rearrange
-from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from omnimae.adapter import ModalityAdapter, check_channels, register_modality
 from omnimae.data.skip import SkipBudget, budget_for, load_or_stand_in, scan_splits
 from omnimae.data.files import folder_splits
+from omnimae.data.protocol import SampleSet, Split
 from omnimae.errors import ConfigError
 from omnimae.patches import Patches
 from omnimae.tokenizers.tube import TubeTokenizer
@@ -194,7 +194,7 @@ class ClipReader:
             clip_indices(info.frames, self.num_frames, self.sampling_rate, path=path)  # raises, naming the file
 
 
-class VideoDataset(Dataset):
+class VideoDataset(SampleSet):
     """Clips from files; keys are indices or (index, seed) pairs (the seed picks the window and crop).
 
     With skip_bad > 0 a file that fails to decode is replaced by the next readable one (index + 1, ...)
@@ -202,7 +202,6 @@ class VideoDataset(Dataset):
     unless `stand_ins` is False (each item must be its own file: embeddings saved by file name).
     """
 
-    stand_ins = True
 
     def __init__(self, source: list[Path], labels: list[int], reader: ClipReader, train: bool,
                  budget: SkipBudget | None = None, offset: int = 0):
@@ -291,7 +290,7 @@ class VideoData:
             if self.image_root is not None:
                 images = folder_splits(self.image_root, IMAGE_SUFFIXES, self.val_fraction, self.seed, "image", "image_root")
                 for s, (paths, _) in images.items():
-                    splits[s] = (splits[s][0] + paths, splits[s][1] + [-1] * len(paths))
+                    splits[s] = Split(splits[s].source + paths, list(splits[s].labels) + [-1] * len(paths))
             self._splits = self._scan(splits) if self.scan else splits
         return self._splits
 

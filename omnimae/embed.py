@@ -38,7 +38,7 @@ def _loader(ds, batch_size: int) -> tuple[DataLoader, list[int], list]:
 
     Datasets whose samples differ in token count (microscopy images with different channel sets)
     say so in `ds.groups`: their batches hold one group each, so the order is by group."""
-    groups = getattr(ds, "groups", None)
+    groups = ds.groups
     if groups is None:
         loader = DataLoader(ds, batch_size=batch_size)
         return loader, list(range(len(ds))), [None] * len(loader)
@@ -104,13 +104,12 @@ def run_embed(cfg: DictConfig):
     feats: dict[str, list] = {p: [] for p in pools}
     groups: list[dict[str, np.ndarray]] = []  # per-sample features by group name (e.g. per channel)
     names, files, splits, labels = [], [], [], []
-    root = str(given[1]) if given else getattr(data, "root", None)
+    root = str(given[1]) if given else data.root
     for split, (source, split_labels) in listed.items():
         if not len(split_labels):
             continue
         ds = data.dataset(split, train=False)
-        if hasattr(ds, "stand_ins"):  # a file that fails now must fail, not lend its row another file's embedding
-            ds.stand_ins = False
+        ds.stand_ins = False  # a file that fails now must fail, not lend its row another file's embedding
         loader, order, batch_groups = _loader(ds, cfg.batch_size)
         split_feats: dict[str, list] = {p: [] for p in pools}
         split_groups: list[dict[str, np.ndarray]] = []

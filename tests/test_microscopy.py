@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from omnimae.config.build import build_model
-from omnimae.cli import compose
+from omnimae.config.compose import compose
 from omnimae.errors import ConfigError
 from omnimae.masking import num_visible
 
@@ -312,3 +312,17 @@ def test_blank_crops_of_a_sparse_image_do_not_fail(tmp_path):
     tifffile.imwrite(tmp_path / "sparse.ome.tif", img, ome=True, metadata={"axes": "CYX", "Channel": {"Name": ["dna", "er"]}})
     with pytest.raises(DataError, match=r"sparse\.ome\.tif.*'er' is constant"):
         MicroscopyData(["dna", "er"], root=str(tmp_path), img_size=32, val_fraction=0).splits()
+
+
+def test_train_and_val_folders_are_used_as_given_with_one_class_index(tmp_path):
+    """As for every folder source (omnimae.data.files.folder_splits): train/ and val/ are the splits, their
+    class subfolders share one index; without them a seeded val_fraction is held out."""
+    from omnimae.modalities.microscopy import MicroscopyData
+
+    for split, cls, n in (("train", "ctrl", 3), ("train", "drug", 2), ("val", "drug", 1), ("val", "ctrl", 1)):
+        (tmp_path / "plate" / split / cls).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            write_ome(tmp_path / "plate" / split / cls / f"{cls}{i}.ome.tif", ["dna", "er"], seed=i)
+    splits = MicroscopyData(channels=["dna", "er"], root=str(tmp_path / "plate"), img_size=32, val_fraction=0.5).splits()
+    named = {s: sorted((p.parent.name, label) for p, label in zip(split.source, split.labels)) for s, split in splits.items()}
+    assert named == {"train": [("ctrl", 0)] * 3 + [("drug", 1)] * 2, "val": [("ctrl", 0), ("drug", 1)]}

@@ -10,11 +10,11 @@ from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from omnimae.data.protocol import Split
 from omnimae.errors import DataError
 
 log = logging.getLogger("omnimae")
 
-Split = tuple[list[Path], list[int]]
 
 
 def _subfolders(root: Path) -> list[Path]:
@@ -99,20 +99,28 @@ def find_files(
 
 def folder_splits(
     root: str | Path, suffixes: Iterable[str], val_fraction: float, seed: int, kind: str = "data", key: str = "data.root",
+    find: Callable[[Path], tuple[list, list[int], list[str]]] | None = None,
 ) -> dict[str, Split]:
-    """train/ and val/ subfolders as given (one class index for both), else a seeded val_fraction held out."""
+    """train/ and val/ subfolders as given (one class index for both), else a seeded val_fraction held out.
+
+    find(folder) -> (items, labels, class names) lists one folder (default: find_files with these suffixes)."""
+    find = find or (lambda folder: find_files(folder, suffixes, kind, key))
     root = Path(root).expanduser()
     if (root / "train").is_dir() and (root / "val").is_dir():
-        classes = sorted({d.name for s in ("train", "val") for d in _subfolders(root / s)})
-        return {s: find_files(root / s, suffixes, kind, key, classes)[:2] for s in ("train", "val")}
-    paths, labels, _ = find_files(root, suffixes, kind, key)
-    order = np.random.default_rng(seed).permutation(len(paths))
-    n_val = min(math.ceil(val_fraction * len(paths)) if val_fraction > 0 else 0, len(paths) - 1)
-    val, train = order[:n_val], order[n_val:]
-    return {
-        "train": ([paths[i] for i in train], [labels[i] for i in train]),
-        "val": ([paths[i] for i in val], [labels[i] for i in val]),
-    }
+        found = {s: find(root / s) for s in ("train", "val")}
+        classes = sorted({c for _, _, names in found.values() for c in names})
+        return {s: Split(items, [classes.index(names[i]) if i >= 0 else -1 for i in labels])
+                for s, (items, labels, names) in found.items()}
+    items, labels, _ = find(root)
+    return hold_out(items, labels, val_fraction, seed)
+
+
+def hold_out(items: Sequence, labels: Sequence[int], val_fraction: float, seed: int) -> dict[str, Split]:
+    """A seeded permutation's first ceil(val_fraction * n) items as val (at most n - 1), the rest as train."""
+    order = np.random.default_rng(seed).permutation(len(items))
+    n_val = min(math.ceil(val_fraction * len(items)) if val_fraction > 0 else 0, len(items) - 1)
+    pick = lambda idx: Split([items[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
+    return {"train": pick(order[n_val:]), "val": pick(order[:n_val])}
 
 
 def _fingerprint(path: Path) -> list:

@@ -14,14 +14,15 @@ import multiprocessing
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
+from omnimae.data.protocol import Split
 from omnimae.errors import DataError
 
 log = logging.getLogger("omnimae")
 T = TypeVar("T")
 
 
-def scan_splits(splits: dict[str, tuple[list, list]], check: Callable[[Path], object], skip_bad: int,
-                root: str | Path) -> tuple[dict[str, tuple[list, list]], list[DataError]]:
+def scan_splits(splits: dict[str, Split], check: Callable[[Path], object], skip_bad: int,
+                root: str | Path) -> tuple[dict[str, Split], list[DataError]]:
     """Check every file of every split; drop up to skip_bad bad ones (a warning each), else raise naming them.
     Returns the kept (paths, labels) per split and the errors of the dropped files."""
     bad: list[DataError] = []
@@ -34,7 +35,7 @@ def scan_splits(splits: dict[str, tuple[list, list]], check: Callable[[Path], ob
                 keep.append((p, label))
             except DataError as e:
                 bad.append(e)
-        kept[name] = ([p for p, _ in keep], [label for _, label in keep])
+        kept[name] = Split([p for p, _ in keep], [label for _, label in keep])
     if len(bad) > skip_bad:
         others = "; ".join(str(e) for e in bad[1:4]) + ("; ..." if len(bad) > 4 else "")
         more = f" [{len(bad)} bad files, skip_bad={skip_bad} allows {skip_bad}" + (f": {others}]" if others else "]")
@@ -93,7 +94,7 @@ def load_or_stand_in(paths: Sequence, index: int, load: Callable[[int], T], budg
     raise DataError(f"no readable file among the {len(paths)} of this split")
 
 
-def budget_for(splits: dict[str, tuple[list, list]], skip_bad: int, skipped: int) -> tuple[SkipBudget, dict[str, int]]:
+def budget_for(splits: dict[str, Split], skip_bad: int, skipped: int) -> tuple[SkipBudget, dict[str, int]]:
     """A budget over every file of the splits, and each split's first index in it."""
     names = list(splits)
     offsets, total = {}, 0

@@ -261,7 +261,7 @@ class MAEDataModule(L.LightningDataModule):
         trainer = self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         run = self.runs[modality]
-        groups = getattr(dataset, "groups", None)  # datasets whose samples differ in shape group them
+        groups = dataset.groups  # datasets whose samples differ in shape group them
         if groups is not None:
             batching = dict(batch_sampler=GroupedBatchSampler(
                 groups, run.batch_size, self.seed, shuffle=shuffle, drop_last=drop_last, rank=rank, world_size=world))
@@ -288,7 +288,7 @@ class MAEDataModule(L.LightningDataModule):
         loaders = {m: self._loader(m, ds, shuffle=True, drop_last=True) for m, ds in self.train_sets.items()}
         for m, loader in loaders.items():
             if len(loader) == 0:  # e.g. channel groups each smaller than a batch, or too few samples per rank
-                groups = getattr(self.train_sets[m], "groups", None)
+                groups = self.train_sets[m].groups
                 sizes = "" if groups is None else f" in groups of {sorted(Counter(groups).values(), reverse=True)}"
                 raise ConfigError(f"modalities.{m}.batch_size", f"{self.runs[m].batch_size} leaves no whole batch of the "
                                   f"{len(self.train_sets[m])} training samples{sizes} on each of {self.trainer.world_size if self.trainer else 1} process(es)")
@@ -561,7 +561,7 @@ class ReconstructionCallback(Callback):
         dm = trainer.datamodule
         ds = dm.val_sets[modality]
         ds = ds if len(ds) else dm.data[modality].dataset("train", train=False)
-        groups = getattr(ds, "groups", None)  # samples that differ in shape (channel sets): take one group's
+        groups = ds.groups  # samples that differ in shape (channel sets): take one group's
         order = range(len(ds)) if groups is None else [i for i in range(len(ds)) if groups[i] == groups[0]]
         return default_collate([ds[i] for i in list(order)[: self.num_samples]])
 

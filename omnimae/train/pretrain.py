@@ -158,7 +158,7 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
         config=config,
     )
     dm = MAEDataModule(data, runs, cfg.seed)
-    has_val = any(len(d.splits()["val"][1]) > 0 for d in data.values())  # (source, labels) per split
+    has_val = any(len(d.splits()["val"].labels) > 0 for d in data.values())
     has_val = has_val and cfg.trainer.get("limit_val_batches", 1) != 0  # validation switched off: no val/loss
     ckpt_dir = run_dir / "checkpoints"
     cb = cfg.callbacks
