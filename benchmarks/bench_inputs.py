@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from omnimae.config.build import build_data, build_model
-from omnimae.cli import compose
+from omnimae.config.compose import compose
 
 
 def make_files(root: Path) -> dict[str, list[str]]:

@@ -21,7 +21,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import ViTMAEConfig, ViTMAEForPreTraining
 
 from omnimae.config.build import build_model
-from omnimae.cli import compose
+from omnimae.config.compose import compose
 from omnimae.hardware import cpu_bf16, cpu_name, gemm_shape
 
 

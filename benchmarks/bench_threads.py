@@ -26,7 +26,7 @@ def child_demo(steps: int, threads: int) -> dict:
     """The digits demo (omnimae pretrain's default) for `steps` steps; steps/s after the first few."""
     from lightning.pytorch.callbacks import Callback
 
-    from omnimae.cli import compose
+    from omnimae.config.compose import compose
     from omnimae.train.pretrain import pretrain
 
     class StepClock(Callback):

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from omnimae.config.build import build_model
-from omnimae.cli import compose
+from omnimae.config.compose import compose
 
 TINY = ["model=vit_tiny", "experiment=none", "trainer=debug"]
 

@@ -8,7 +8,7 @@ import torch
 
 from omnimae.config.build import build_model
 from omnimae.checkpoint.format import load_model
-from omnimae.cli import compose
+from omnimae.config.compose import compose
 from omnimae.errors import ConfigError, DataError
 from omnimae.train.pretrain import pretrain
 

@@ -17,7 +17,7 @@ from PIL import Image
 from omnimae.adapter import MODALITIES
 from omnimae.config.build import build_model
 from omnimae.checkpoint.format import load_model
-from omnimae.cli import compose
+from omnimae.config.compose import compose
 from omnimae.errors import ConfigError, DataError
 from omnimae.modalities.audio import AudioAdapter, AudioData, compute_stats, run_stats
 from omnimae.modalities.readers.audio import fbank_features, log_mel, read_audio

@@ -20,7 +20,7 @@ def test_bf16_autocast_step_on_cuda_matches_fp32(tiny_model):
 
 
 def test_pretrain_runs_on_gpu_in_bf16(tmp_path):
-    from omnimae.cli import compose
+    from omnimae.config.compose import compose
     from omnimae.train.pretrain import pretrain
 
     cfg = compose("pretrain", ["model=vit_tiny", "trainer=gpu", "trainer.max_steps=3", "trainer.max_epochs=null",
@@ -32,7 +32,7 @@ def test_forecaster_on_cuda_equals_cpu():
     import numpy as np
 
     from omnimae.config.build import build_model
-    from omnimae.cli import compose
+    from omnimae.config.compose import compose
     from omnimae.forecast.forecaster import Forecaster
 
     a = "modalities.timeseries.adapter"

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from omnimae.checkpoint.format import load_model, read_checkpoint
-from omnimae.cli import compose
+from omnimae.config.compose import compose
 from omnimae.forecast.forecaster import Forecaster
 from omnimae.train.pretrain import pretrain
 from omnimae.train.module import MixedLoader, ResumableLoader, SeededSampler

@@ -78,7 +78,7 @@ def test_only_layer_weights_are_decayed():
     """With every modality's adapter in one model, AdamW decays exactly the weight matrices of the
     linear and convolution layers: tokens and learned embeddings (modality, channel) are not."""
     from omnimae.config.build import build_model
-    from omnimae.cli import compose
+    from omnimae.config.compose import compose
 
     cfg = compose("pretrain", ["experiment=none", "model=vit_tiny", "modality=[image,microscopy,array]",
                                "modalities.array.adapter.tokenizer=channel"])

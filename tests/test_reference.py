@@ -15,7 +15,7 @@ from omnimae.checkpoint.format import (
     timm_vit_kwargs,
     to_timm_vit,
 )
-from omnimae.cli import compose
+from omnimae.config.compose import compose
 
 D, DEPTH, HEADS, DD, DDEPTH, DHEADS = 64, 4, 4, 64, 2, 4
 

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 import omnimae.modalities  # noqa: F401 - registers the adapters
 from omnimae.adapter import MODALITIES
 from omnimae.config.build import build_model
-from omnimae.cli import compose
+from omnimae.config.compose import compose
 from omnimae.masking import MASKINGS, num_visible
 
 NAMES = sorted(MODALITIES)

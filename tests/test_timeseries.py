@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from omnimae.config.build import build_data, build_model
-from omnimae.cli import compose
+from omnimae.config.compose import compose
 from omnimae.errors import ConfigError
 from omnimae.forecast.forecaster import Forecaster
 from omnimae.modalities.timeseries import RasterGeometry, rasterize, read_back, synthetic_series

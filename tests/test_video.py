@@ -12,7 +12,7 @@ from PIL import Image
 from omnimae.adapter import MODALITIES
 from omnimae.config.build import build_model
 from omnimae.checkpoint.format import load_model
-from omnimae.cli import compose
+from omnimae.config.compose import compose
 from omnimae.errors import ConfigError, DataError
 from omnimae.modalities.readers.video import clip_indices, read_video
 from omnimae.modalities.video import ClipReader, VideoAdapter, VideoData

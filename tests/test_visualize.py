@@ -25,7 +25,7 @@ def test_the_visible_patches_of_every_panel_keep_the_originals_scale():
     """Adapters that scale each sample to its range show reconstructions on the original's range: where
     a patch is visible, the 'reconstruction + visible' panel equals the original panel."""
     from omnimae.config.build import build_model
-    from omnimae.cli import compose
+    from omnimae.config.compose import compose
 
     cfg = compose("pretrain", ["experiment=none", "model=vit_tiny", "modality=[audio,microscopy,array]",
                                "modalities.audio.adapter.target_length=64", "modalities.microscopy.adapter.img_size=32",

@@ -22,7 +22,7 @@ DEFAULT_RASTER = {"norm_const": 0.4, "align_const": 0.4, "interpolation": "bilin
 
 def config_for_architecture(arch: dict) -> DictConfig:
     """An omnimae config (model + timeseries adapter) for an MAE architecture given by its shapes."""
-    from omnimae.cli import compose
+    from omnimae.config.compose import compose
 
     a = "modalities.timeseries.adapter"
     overrides = ["experiment=none", "modality=timeseries", "model=vit_base"]
