@@ -16,7 +16,9 @@ from omnimae.config.build import build_data
 from omnimae.checkpoint.format import load_model
 from omnimae.errors import ConfigError, DataError
 from omnimae.io import atomic_path, refuse_overwrite
-from omnimae.probe import _device, latest_checkpoint
+from omnimae.features import check_pools, pool_tokens
+from omnimae.hardware import resolve_device
+from omnimae.probe import latest_checkpoint
 from omnimae.train.module import GroupedBatchSampler
 
 
@@ -88,7 +90,7 @@ def run_embed(cfg: DictConfig):
     modality = cfg.modality or next(iter(model.adapters))
     if modality not in model.adapters:
         raise ConfigError("modality", f"{modality!r} is not in the checkpoint (it has {list(model.adapters)})")
-    pools = [cfg.pool] if isinstance(cfg.pool, str) else list(cfg.pool)
+    pools = check_pools(cfg.pool)
     if given is not None:  # a folder, or one file: the source built over that file alone
         with open_dict(mcfg):
             node = mcfg.modalities[modality].data
@@ -98,7 +100,7 @@ def run_embed(cfg: DictConfig):
                     node[extra] = None
     data = build_data(mcfg)[modality]
     listed = _splits(data, given)
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     model.eval().to(device)
     adapter = model.adapters[modality]
     feats: dict[str, list] = {p: [] for p in pools}
@@ -117,7 +119,7 @@ def run_embed(cfg: DictConfig):
             patches = adapter.tokenize(to_device(x, device))
             latent = model.forward_encoder(patches, adapter, ids_keep=None)  # [B, 1 + N, D]
             for p in pools:
-                split_feats[p].append((latent[:, 0] if p == "cls" else latent[:, 1:].mean(1)).float().cpu())
+                split_feats[p].append(pool_tokens(latent, p).float().cpu())
             by_name = {k: v.float().cpu().numpy() for k, v in adapter.group_features(latent[:, 1:], patches, group).items()}
             if by_name:  # e.g. per channel, named as the batch's files name their channels
                 split_groups += [{k: v[i] for k, v in by_name.items()} for i in range(latent.shape[0])]

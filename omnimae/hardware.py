@@ -306,3 +306,23 @@ def settle(cfg) -> dict[str, Choice]:
     for name, choice in chosen.items():
         log.info("trainer.%s: %s", name, choice)
     return chosen
+
+
+def resolve_device(name: str, key: str = "device") -> torch.device:
+    """`auto` (a CUDA GPU where there is one, else the CPU), cpu, cuda, cuda:N or mps, checked against this machine."""
+    name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(key, f"expected auto, cpu, cuda, cuda:N or mps, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(key, f"{name}: this machine has no CUDA device (use cpu or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(key, f"{name}: this machine has {torch.cuda.device_count()} CUDA devices")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(key, f"{name}: MPS is not available here (use cpu or auto)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(key, f"expected auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    return device

@@ -16,6 +16,8 @@ from omnimae.data.batch import to_device
 from omnimae.config.build import build_data, build_model
 from omnimae.checkpoint.format import load_model
 from omnimae.errors import ConfigError, DataError
+from omnimae.features import check_pools, pool_tokens
+from omnimae.hardware import resolve_device
 from omnimae.io import atomic_path
 from omnimae.model import MaskedAutoencoder
 
@@ -27,12 +29,6 @@ def latest_checkpoint(root: str | Path = "runs") -> Path:
     if not found:
         raise ConfigError("checkpoint", f"`latest` found no {root}/**/checkpoints/last.ckpt; run `omnimae pretrain` first or give a path")
     return found[-1]
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 @torch.no_grad()
@@ -48,7 +44,7 @@ def extract_features(
         adapter = model.adapters[modality]
         latent = model.forward_encoder(adapter.tokenize(x), adapter, ids_keep=None)  # [B, 1 + N, D]
         for p in pools:
-            out[p].append((latent[:, 0] if p == "cls" else latent[:, 1:].mean(1)).float().cpu())
+            out[p].append(pool_tokens(latent, p).float().cpu())
         out["pixels"].append(adapter.pixels(x).flatten(1).float().cpu())
     return {k: torch.cat(v).numpy() for k, v in out.items()}
 
@@ -133,10 +129,7 @@ def run_probe(cfg: DictConfig) -> dict[str, Any]:
     modality = cfg.modality or next(iter(model.adapters))
     if modality not in model.adapters:
         raise ConfigError("modality", f"{modality!r} is not in the checkpoint (it has {list(model.adapters)})")
-    pools = [cfg.pool] if isinstance(cfg.pool, str) else list(cfg.pool)
-    for p in pools:
-        if p not in ("mean", "cls"):
-            raise ConfigError("pool", f"must be mean or cls, got {p!r}")
+    pools = check_pools(cfg.pool)
     data = build_data(mcfg)[modality]
     sets = {s: data.dataset(s, train=False) for s in ("train", "val")}
     labels = {s: np.asarray(ds.labels) for s, ds in sets.items()}
@@ -144,7 +137,7 @@ def run_probe(cfg: DictConfig) -> dict[str, Any]:
         raise DataError(f"{path}: the probe needs labeled train and val splits (an ImageFolder layout or a built-in set); "
                         f"unlabeled: {int((labels['train'] < 0).sum())} of {len(labels['train'])} train, "
                         f"{int((labels['val'] < 0).sum())} of {len(labels['val'])} val")
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
 
     def scores(m: MaskedAutoencoder, name: str) -> dict[str, Any]:
         feats = {s: extract_features(m, ds, modality, pools, cfg.batch_size, device, f"{name} {s}") for s, ds in sets.items()}

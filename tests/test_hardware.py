@@ -198,3 +198,16 @@ def test_pretrain_applies_the_threads_and_reports_both_choices(tmp_path, capsys)
                                                   f"run_dir={tmp_path / 'auto'}", "callbacks.reconstruction_every_n_steps=0"]))
     assert result["threads"].startswith("1 (auto: ") and result["precision"] == "32-true (auto: OMNIMAE_CPU_BF16=0)"
     assert torch.get_num_threads() == 1
+
+
+def test_devices_are_named_or_refused_naming_the_key():
+    from omnimae.hardware import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
+    for bad in ("tpu", "gpu0", "cuda:x"):
+        with pytest.raises(ConfigError, match=r"^device: expected auto, cpu, cuda, cuda:N or mps"):
+            resolve_device(bad)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            resolve_device("cuda:0")

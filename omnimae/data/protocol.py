@@ -28,6 +28,7 @@ class Split(NamedTuple):
 class SampleSet(Dataset):
     """Base of every modality's dataset: keys are an index or (index, seed); the declared options below."""
 
+    labels: Sequence[int] = ()  # one per sample, -1 where unlabeled
     groups: Sequence[Hashable] | None = None
     stand_ins: bool = True
 
