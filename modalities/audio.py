@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 
@@ -182,6 +182,12 @@ def _check_features(sample_rate: int, target_length: int, mel_bins: int, std: fl
 
 
 # --- dataset statistics --------------------------------------------------------------------
+class LogMelStats(NamedTuple):
+    mean: float
+    std: float
+    files: int  # files read (unreadable ones skipped within skip_bad are not counted)
+
+
 def compute_stats(
     root: str | Path,
     sample_rate: int = 16000,
@@ -190,18 +196,13 @@ def compute_stats(
     *,
     skip_bad: int = 0,
     progress: bool = True,
-) -> tuple[float, float]:
+) -> LogMelStats:
     """Mean and std of a folder's log-mel features before normalization (for adapter.mean / std).
 
     Over the same padded / centre-cropped [target_length, mel_bins] features the model sees, as
     the AudioSet defaults were computed; every file under root (train/ and val/ included).
     Per-file moments are merged in float64 (Chan et al.), so long runs do not lose precision.
     """
-    mean, std, _ = _stats(root, sample_rate, target_length, mel_bins, skip_bad, progress)
-    return mean, std
-
-
-def _stats(root, sample_rate, target_length, mel_bins, skip_bad, progress) -> tuple[float, float, int]:
     from tqdm import tqdm
 
     _check_features(sample_rate, target_length, mel_bins, 1.0)
@@ -229,18 +230,7 @@ def _stats(root, sample_rate, target_length, mel_bins, skip_bad, progress) -> tu
         n, files = total, files + 1
     if n == 0:
         raise DataError(f"{root}: no readable audio files")
-    return mean, math.sqrt(m2 / n), files
-
-
-def run_stats(root: str | Path, sample_rate: int = 16000, target_length: int = 1024, mel_bins: int = 128) -> dict:
-    """`omnimae stats`: print and return a folder's log-mel mean and std, with the overrides to use them."""
-    mean, std, files = _stats(root, sample_rate, target_length, mel_bins, skip_bad=0, progress=True)
-    result = {"root": str(root), "files": files, "sample_rate": sample_rate, "target_length": target_length,
-              "mel_bins": mel_bins, "mean": mean, "std": std}
-    print(f"omnimae stats: log-mel features of {files} files under {root}")
-    print(f"  mean  {mean:.7g}\n  std   {std:.7g}")
-    print(f"use them: modalities.audio.adapter.mean={mean:.7g} modalities.audio.adapter.std={std:.7g}")
-    return result
+    return LogMelStats(mean, math.sqrt(m2 / n), files)
 
 
 # --- the adapter ---------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from omnimae.config.build import build_model
-from omnimae.cli import VERBS, _print_pretrain, compose, main
+from omnimae.cli import VERBS, compose, main
+from omnimae.cli.summary import print_pretrain
 
 TINY_IMAGES = ["model=vit_tiny", "experiment=none", "trainer=debug", "modalities.image.adapter.img_size=16",
                "modalities.image.adapter.patch_size=4", "modalities.image.num_workers=0", "callbacks.reconstruction_samples=2"]
@@ -82,7 +83,7 @@ def test_help_stands_anywhere_and_needs_no_runner(capsys):
 
 # --- the pretrain summary -----------------------------------------------------------------
 def summary(capsys, result: dict) -> tuple[dict[str, str], list[str]]:
-    _print_pretrain(result)
+    print_pretrain(result)
     text = capsys.readouterr().out
     body = text.split("omnimae pretrain finished:\n", 1)[1].split("\n\n", 1)[0]
     listed = dict(line.split(None, 1) for line in body.splitlines())

@@ -3,13 +3,10 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import OmegaConf, open_dict
 
+from omnimae.cli.verbs import VERBS
 from omnimae.config.compose import compose, group_options  # noqa: F401 - compose: the CLI's config, also for tests
 from omnimae.errors import ConfigError, OmniMAEError
 
@@ -78,119 +75,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"omnimae {verb}: config error: {e}", file=sys.stderr)
             return 1
         raise
-
-
-# what the pretrain summary lists as paths: only those that exist, in one style (shown_path)
-SUMMARY_PATHS = ("run_dir", "checkpoint", "best", "reconstructions", "logs", "tensorboard")
-
-
-def shown_path(path: str | Path) -> str:
-    """A path as the CLI prints it: relative to the current folder when under it, else absolute."""
-    full, here = Path(path).expanduser().resolve(), Path.cwd().resolve()
-    return str(full.relative_to(here)) if full.is_relative_to(here) else str(full)
-
-
-def next_steps(result: dict) -> list[str]:
-    """Commands that can run on a finished run's checkpoint: the probe where the trained data has the
-    labels it needs (result["labeled"], per modality), else embed, which needs none."""
-    import shlex
-
-    ckpt, labeled = shown_path(result["checkpoint"]), result["labeled"]
-    joint = len(labeled) > 1  # the probe and embed take the first modality unless told
-    steps = []
-    for m, has_labels in labeled.items():
-        args = [f"checkpoint={ckpt}"] + ([f"modality={m}"] if joint else [])
-        if not has_labels:
-            out = Path(result["run_dir"]) / (f"embeddings_{m}.nc" if joint else "embeddings.nc")
-            args.append(f"output={shown_path(out)}")
-        steps.append(shlex.join(["omnimae", "probe" if has_labels else "embed", *args]))
-    return steps
-
-
-def _print_pretrain(result: dict) -> None:
-    if result.get("rank", 0) != 0:
-        return
-    lines = ["", "omnimae pretrain finished:"]
-    for key, value in result.items():
-        if key in SUMMARY_PATHS:
-            if not value or not Path(value).exists():  # e.g. no metrics.csv before the first logged step
-                continue
-            value = shown_path(value)
-        if key not in ("rank", "labeled"):
-            lines.append(f"  {key:<16} {value}")
-    print("\n".join(lines + [""] + [f"next: {step}" for step in next_steps(result)]))
-
-
-def _print_forecast(result: dict) -> None:
-    print("\n".join(["omnimae forecast:"] + [f"  {k:<12} {v}" for k, v in result.items()]))
-
-
-def _stats(cfg: DictConfig) -> None:
-    from omnimae.modalities.audio import run_stats
-
-    a = cfg.modalities.audio.adapter
-    if not cfg.data.root:
-        raise ConfigError("data.root", "give the folder of audio files: omnimae stats data.root=PATH")
-    run_stats(cfg.data.root, sample_rate=a.sample_rate, target_length=a.target_length, mel_bins=a.mel_bins)
-
-
-def _modalities(_cfg: None) -> None:
-    from omnimae.adapter import MODALITIES
-    import omnimae.modalities  # noqa: F401 - registers the adapters
-
-    for name, cls in sorted(MODALITIES.items()):
-        print(f"{name:<12} {cls.__module__}.{cls.__qualname__}")
-
-
-@dataclass(frozen=True)
-class Verb:
-    """One `omnimae VERB`: how it runs; its --help and the usage text are built from these fields."""
-
-    purpose: str
-    example: str
-    run: str | Callable[[Any], Any]  # "module:function" (imported when it runs) or a function, given the composed config
-    config: str | None = None  # the config it composes (configs/<config>.yaml); None: it takes no options
-    base: tuple[str, ...] = ()  # overrides it always applies, before the user's
-    # the keys its help shows (required ones always are), each with a note; "" takes the config files' comment.
-    # Empty: every key of its config
-    options: Mapping[str, str] = field(default_factory=dict)
-    show: Callable[[Any], None] | None = None  # prints the result
-
-
-VERBS = {
-    "pretrain": Verb(
-        "train an MAE (no arguments: the embedded digits demo)",
-        "omnimae pretrain experiment=none model=vit_small data.root=/data/images trainer.max_epochs=5",
-        "omnimae.train.pretrain:pretrain", "pretrain",
-        options={"experiment": "", "modality": "", "model": "", "trainer": "", "data.root": "", "run_dir": "",
-                 "resume": "", "seed": "", "trainer.max_steps": "training steps (or trainer.max_epochs)",
-                 "optim.base_lr": "lr = base_lr x effective batch / 256", "callbacks.checkpoint_every_n_steps": ""},
-        show=_print_pretrain,
-    ),
-    "probe": Verb("linear and kNN probe of a checkpoint's frozen encoder against raw pixels and random weights",
-                  "omnimae probe checkpoint=latest", "omnimae.probe:run_probe", "probe"),
-    "forecast": Verb(
-        "zero-shot forecast of a CSV / netCDF / zarr file with a vision MAE (VisionTS)",
-        "omnimae forecast --input sales.csv --horizon 24 --periodicity auto",
-        "omnimae.forecast.run:run_forecast", "forecast",
-        options={k: "" for k in ("checkpoint", "input", "horizon", "output", "context", "periodicity", "time_column",
-                                 "variables", "truth", "plot", "device", "overwrite")},
-        show=_print_forecast,
-    ),
-    "forecast-eval": Verb("rolling-origin backtest of a checkpoint on real series beside classical baselines",
-                          "omnimae forecast-eval n_origins=3", "omnimae.forecast.run:run_forecast_eval", "forecast_eval"),
-    "embed": Verb("per-file embeddings of a checkpoint's frozen encoder to netCDF or zarr",
-                  "omnimae embed checkpoint=latest data_root=/data/images output=emb.nc", "omnimae.embed:run_embed", "embed"),
-    "export": Verb("write a checkpoint as safetensors, official MAE (.pth) or timm ViT weights",
-                   "omnimae export checkpoint=runs/.../last.ckpt format=timm output=vit.pth", "omnimae.export:run_export", "export"),
-    "stats": Verb(
-        "log-mel mean and std of a folder of audio, for modalities.audio.adapter.mean/std",
-        "omnimae stats data.root=/data/audio", _stats, "pretrain", base=("experiment=none", "modality=audio"),
-        options={"data.root": "the folder of audio files", **{f"modalities.audio.adapter.{k}": "" for k in
-                                                              ("sample_rate", "target_length", "mel_bins")}},
-    ),
-    "modalities": Verb("list the registered modality adapters", "omnimae modalities", _modalities),
-}
 
 
 def usage() -> str:
