@@ -20,11 +20,15 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from omnimae.adapter import ModalityAdapter, minmax, register_modality, standardize_crop
-from omnimae.data.files import folder_splits, hold_out
+from omnimae.data.files import DecodedCache, folder_splits, hold_out
 from omnimae.data.protocol import SampleSet
 from omnimae.errors import ConfigError, DataError
 from omnimae.patches import Patches
 from omnimae.tokenizers import ChannelPatchTokenizer
+
+from .readers.manifest import read_manifest, read_manifest_row
+from .readers.microscopy import ChannelImage, check_channels, find_microscopy, read_zarr
+from .readers.ome_tiff import read_tiff
 
 log = logging.getLogger("omnimae")
 
@@ -162,9 +166,7 @@ def standardize(pixels: torch.Tensor, names: Sequence[str], stats: dict | None, 
 
 def _find_labeled(root: Path) -> tuple[list[Path], list[int], list[str]]:
     """Images under root; where every image lies in a subfolder, the subfolders are classes (labels)."""
-    from omnimae.modalities import microscopy_io as mio
-
-    paths = mio.find_microscopy(root)
+    paths = find_microscopy(root)
     if not paths:
         raise DataError(f"data.root={root}: no TIFF, OME-TIFF or zarr images found")
     tops = [p.relative_to(root).parts[0] if len(p.relative_to(root).parts) > 1 else None for p in paths]
@@ -246,9 +248,6 @@ class MicroscopyData:
     def _read(self, item):
         if self.cache_dir is None or self.manifest is not None:
             return self._decode(item)
-        from omnimae.data.files import DecodedCache
-        from omnimae.modalities.microscopy_io import ChannelImage
-
         params = {"channel_axis": self.channel_axis, "channel_names": self.channel_names}
         arrays = DecodedCache(self.cache_dir).get(item, params, lambda: self._as_arrays(self._decode(item)))
         return ChannelImage(arrays["pixels"], [str(c) for c in arrays["channels"]], str(item), [str(item)])
@@ -258,14 +257,12 @@ class MicroscopyData:
         return {"pixels": image.pixels, "channels": np.asarray(image.channels, dtype=str)}
 
     def _decode(self, item):
-        from omnimae.modalities import microscopy_io as mio
-
         if self.manifest is not None:
-            return mio.read_manifest_row(item)
+            return read_manifest_row(item)
         path = Path(item)
         if path.suffix.lower() == ".zarr" or path.is_dir():
-            return mio.read_zarr(path, channel_axis=self.channel_axis, channel_names=self.channel_names)
-        return mio.read_tiff(path, channel_axis=self.channel_axis, channel_names=self.channel_names)
+            return read_zarr(path, channel_axis=self.channel_axis, channel_names=self.channel_names)
+        return read_tiff(path, channel_axis=self.channel_axis, channel_names=self.channel_names)
 
     def _label(self, row) -> int:
         if not self.label_column:
@@ -279,10 +276,8 @@ class MicroscopyData:
     def splits(self) -> dict[str, tuple]:
         if self._splits is not None:
             return self._splits
-        from omnimae.modalities import microscopy_io as mio
-
         if self.manifest is not None:
-            rows = mio.read_manifest(self.manifest, label_column=self.label_column)
+            rows = read_manifest(self.manifest, label_column=self.label_column)
             splits = hold_out(rows, [self._label(r) for r in rows], self.val_fraction, self.seed)
         else:  # train/ and val/ folders as given, else a seeded hold-out, as every folder source
             splits = folder_splits(self.root, (), self.val_fraction, self.seed, "microscopy", find=_find_labeled)
@@ -290,7 +285,7 @@ class MicroscopyData:
             self._sets[split] = []
             for item in items:
                 image = self._read(item)
-                mio.check_channels(image)
+                check_channels(image)
                 channel_ids(image.channels, self.vocabulary, self.unknown, image.source)
                 self._sets[split].append(tuple(image.channels))
         self._splits = splits

@@ -9,15 +9,9 @@ import tifffile
 from PIL import Image
 
 from omnimae.errors import ConfigError, DataError
-from omnimae.modalities.microscopy_io import (
-    ChannelImage,
-    check_channels,
-    find_microscopy,
-    read_manifest,
-    read_manifest_row,
-    read_tiff,
-    read_zarr,
-)
+from omnimae.modalities.readers.manifest import read_manifest, read_manifest_row
+from omnimae.modalities.readers.microscopy import ChannelImage, check_channels, find_microscopy, read_zarr
+from omnimae.modalities.readers.ome_tiff import read_tiff
 
 NAMES = ["DAPI", "GFP", "mCherry"]
 
