@@ -8,7 +8,8 @@ from omnimae.config.build import build_data, build_model
 from omnimae.config.compose import compose
 from omnimae.errors import ConfigError
 from omnimae.forecast.forecaster import Forecaster
-from omnimae.modalities.timeseries import RasterGeometry, rasterize, read_back, synthetic_series
+from omnimae.modalities.raster import RasterGeometry, rasterize, read_back
+from omnimae.modalities.timeseries import synthetic_series
 from omnimae.train.pretrain import pretrain
 
 TS = ["experiment=none", "modality=timeseries", "model=vit_tiny", "modalities.timeseries.adapter.img_size=64",
@@ -195,7 +196,7 @@ def test_forecasts_scale_with_the_series(tiny_forecaster, a, b):
 
 
 def test_the_visionts_setting_keeps_its_absolute_epsilon():
-    from omnimae.modalities.timeseries import series_scale
+    from omnimae.modalities.raster import series_scale
 
     x = torch.tensor(seasonal(), dtype=torch.float64)[None] * 1e-3  # [1, T, 1]: var 5e-7, beside 1e-5
     v = series_scale(x, 0.4, "visionts")

@@ -15,7 +15,8 @@ from omnimae.config.build import build_model
 from omnimae.checkpoint.format import convert_to_omnimae, load_weights, read_checkpoint, rebuild_model, state_dict_of, hf_to_official, detect_layout
 from omnimae.errors import CheckpointError, ConfigError, DataError
 from omnimae.model import MaskedAutoencoder
-from omnimae.modalities.timeseries import RasterGeometry, TimeSeriesAdapter, check_eps, rasterize, read_back
+from omnimae.modalities.raster import RasterGeometry, check_eps, rasterize, read_back
+from omnimae.modalities.timeseries import TimeSeriesAdapter
 
 DEFAULT_RASTER = {"norm_const": 0.4, "align_const": 0.4, "interpolation": "bilinear"}
 

@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 from omnimae.errors import CheckpointError, ConfigError, DataError
 from omnimae.forecast.forecaster import Forecaster
 from omnimae.io import check_writable, refuse_overwrite
-from omnimae.modalities.timeseries import EPS_MODES, INTERPOLATIONS
+from omnimae.modalities.raster import EPS_MODES, INTERPOLATIONS
 
 DEFAULT_CHECKPOINT = "weights/forecaster.safetensors"
 CANDIDATES_WITHOUT_INDEX = [1, 4, 7, 12, 24, 52]
