@@ -19,7 +19,7 @@ from omnimae.io import atomic_path, refuse_overwrite
 from omnimae.features import check_pools, pool_tokens
 from omnimae.hardware import resolve_device
 from omnimae.probe import latest_checkpoint
-from omnimae.train.module import GroupedBatchSampler
+from omnimae.data.samplers import GroupedBatchSampler
 
 
 def _names(source, split: str, root: str | None, count: int) -> tuple[list[str], list[str]]:

@@ -49,7 +49,7 @@ def test_a_training_step_never_waits_for_the_gpu(tiny_model):
     CUDA's sync debug mode set to error, any host-device synchronization in the step raises."""
     from types import SimpleNamespace
 
-    from omnimae.train.module import NonFiniteGuard
+    from omnimae.train.callbacks import NonFiniteGuard
 
     model = tiny_model.cuda()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, fused=True)

@@ -10,7 +10,7 @@ import torch
 
 from omnimae.errors import OutputError
 from omnimae.io import atomic_path
-from omnimae.train.module import AtomicCheckpointIO
+from omnimae.train.checkpoint_io import AtomicCheckpointIO
 
 WRITER = """
 import sys, time

@@ -9,7 +9,8 @@ from omnimae.checkpoint.format import load_model, read_checkpoint
 from omnimae.config.compose import compose
 from omnimae.forecast.forecaster import Forecaster
 from omnimae.train.pretrain import pretrain
-from omnimae.train.module import MixedLoader, ResumableLoader, SeededSampler
+from omnimae.data.samplers import SeededSampler
+from omnimae.train.loaders import MixedLoader, ResumableLoader
 
 JOINT = [
     "experiment=none", "modality=[image,timeseries]", "model=vit_tiny", "trainer=debug", "data.builtin=digits",
@@ -133,7 +134,7 @@ def test_channel_groups_each_smaller_than_a_batch_fail_naming_the_batch_size():
     from types import SimpleNamespace
 
     from omnimae.errors import ConfigError
-    from omnimae.train.module import MAEDataModule
+    from omnimae.train.loaders import MAEDataModule
 
     groups = [2] * 5 + [3] * 5 + [4] * 5  # 15 samples, but no group fills a batch of 8
     dm = MAEDataModule({"microscopy": _Data(_Grouped(groups), _Grouped([]))},
@@ -146,7 +147,7 @@ def test_channel_groups_each_smaller_than_a_batch_fail_naming_the_batch_size():
 def test_reconstructions_take_their_samples_from_one_channel_group():
     from types import SimpleNamespace
 
-    from omnimae.train.module import ReconstructionCallback
+    from omnimae.train.callbacks import ReconstructionCallback
 
     val = _Grouped([3, 2, 3, 2, 3])
     trainer = SimpleNamespace(datamodule=SimpleNamespace(val_sets={"microscopy": val}))

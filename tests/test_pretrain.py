@@ -1,6 +1,8 @@
 """`omnimae pretrain` end to end through the real composed config (a few steps on CPU)."""
 import csv
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +16,7 @@ from omnimae.checkpoint.format import load_model, read_checkpoint
 from omnimae.errors import ConfigError
 from omnimae.cli import compose, main
 from omnimae.train.pretrain import pretrain
-from omnimae.train.module import NonFiniteError
+from omnimae.train.callbacks import NonFiniteError
 
 FAST = ["model=vit_tiny", "modalities.image.batch_size=32", "trainer.log_every_n_steps=1",
         "trainer.limit_val_batches=1", "trainer.enable_progress_bar=false", "callbacks.reconstruction_samples=2"]
@@ -322,7 +324,7 @@ def test_bf16_autocast_switch_trains_on_cpu(tmp_path, monkeypatch):
 
 
 def test_grouped_batches_hold_one_group_cover_the_epoch_and_split_across_ranks():
-    from omnimae.train.module import GroupedBatchSampler
+    from omnimae.data.samplers import GroupedBatchSampler
 
     groups = ["rgb"] * 10 + ["five"] * 7 + ["two"] * 5
     s = GroupedBatchSampler(groups, batch_size=3, seed=0, drop_last=False)
@@ -345,7 +347,8 @@ def test_lightning_reaches_the_epoch_of_every_training_loader():
     sampler it cannot reach would replay the first epoch's order forever."""
     from lightning.fabric.utilities.data import _set_sampler_epoch
 
-    from omnimae.train.module import GroupedBatchSampler, MixedLoader, ResumableLoader, SeededSampler
+    from omnimae.data.samplers import GroupedBatchSampler, SeededSampler
+    from omnimae.train.loaders import MixedLoader, ResumableLoader
 
     plain = ResumableLoader(list(range(8)), batch_size=2, sampler=SeededSampler(8, seed=0))
     grouped = ResumableLoader(list(range(8)), batch_sampler=GroupedBatchSampler(["a"] * 8, 2, seed=0))
@@ -387,7 +390,7 @@ def test_a_checkpoint_between_checks_does_not_hide_a_run_of_bad_steps():
     the three bad steps in a row that ended before the save."""
     from types import SimpleNamespace
 
-    from omnimae.train.module import NonFiniteGuard
+    from omnimae.train.callbacks import NonFiniteGuard
 
     param = torch.nn.Parameter(torch.ones(4))
     opt = torch.optim.AdamW([param], lr=0.1, fused=True)
@@ -413,3 +416,21 @@ def test_a_bad_guard_interval_is_refused_naming_the_key():
     cfg = compose("pretrain", FAST + ["callbacks.nonfinite_check_every_n_steps=0"])
     with pytest.raises(ConfigError, match="callbacks.nonfinite_check_every_n_steps: expected a positive integer"):
         validate(cfg)
+
+
+def test_samplers_and_embed_load_without_lightning():
+    """Inference batches by group with the seeded samplers; it must not pull in Lightning's training code."""
+    code = ("import sys; import omnimae.data.samplers, omnimae.embed; "
+            "heavy = sorted(m for m in sys.modules if m.split('.')[0] == 'lightning' or m.startswith('omnimae.train')); "
+            "sys.exit(f'imported {heavy}' if heavy else 0)")
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+
+
+def test_warm_up_is_a_fraction_of_the_run_unless_set_and_leaves_the_cosine_a_step():
+    from omnimae.config.schema import OptimConfig
+    from omnimae.train.schedule import warmup_steps
+
+    assert warmup_steps(OptimConfig(warmup_fraction=0.05), total=200) == 10
+    assert warmup_steps(OptimConfig(warmup_steps=3), total=20) == 3
+    assert warmup_steps(OptimConfig(warmup_steps=50), total=20) == 19

@@ -19,14 +19,11 @@ from omnimae.errors import CheckpointError, ConfigError, OmniMAEError
 from omnimae.hardware import apply_threads
 from omnimae.io import atomic_path
 from omnimae.probe import probe_ready
+from omnimae.train.callbacks import NonFiniteGuard, ReconstructionCallback
+from omnimae.train.checkpoint_io import AtomicCheckpointIO
+from omnimae.train.loaders import MAEDataModule
+from omnimae.train.module import MAEPretrainer
 from omnimae.train.run_dir import claim_run_dir
-from omnimae.train.module import (
-    AtomicCheckpointIO,
-    MAEDataModule,
-    MAEPretrainer,
-    NonFiniteGuard,
-    ReconstructionCallback,
-)
 
 log = logging.getLogger("omnimae")
 
