@@ -124,46 +124,57 @@ def _allow_unused_parameters(trainer, modalities) -> None:
         trainer.strategy._ddp_kwargs["find_unused_parameters"] = True  # what DDPStrategy(find_unused_parameters=True) sets
 
 
-def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
-    """Train as configured; returns where the checkpoint, reconstructions and logs went."""
-    chosen = validate(cfg)  # trainer.precision and trainer.threads settled for this machine
-    apply_threads(chosen["threads"].value)  # before the model is built and the data loaded
-    ckpt = read_checkpoint(cfg.resume) if cfg.get("resume") else None  # unreadable or missing: fail now, naming the file
-    if ckpt is not None:
-        check_resumable(ckpt, cfg.resume)
-    L.seed_everything(cfg.seed, workers=True, verbose=False)
-    run_dir = _run_dir(cfg)
-    model = build_model(cfg)
-    check_mask_ratios(model)
-    if ckpt is not None:
-        check_resume_fits(cfg, model, ckpt, cfg.resume)
-        del ckpt
+def _read_resume(cfg: DictConfig) -> dict | None:
+    """The checkpoint resume= names, read and checked to hold a run's training state; None without resume=."""
+    if not cfg.get("resume"):
+        return None
+    ckpt = read_checkpoint(cfg.resume)  # unreadable or missing: fail now, naming the file
+    check_resumable(ckpt, cfg.resume)
+    return ckpt
+
+
+def _data(cfg: DictConfig) -> tuple[dict[str, Any], dict[str, ModalityRun]]:
+    """Each modality's data source, its files listed and checked before training starts, and its run settings."""
     data = build_data(cfg)
     for d in data.values():
-        d.splits()  # lists and checks every file before training starts
+        d.splits()  # lists and checks every file
     runs = {m: ModalityRun(**OmegaConf.to_container(n, resolve=True)) for m, n in cfg.modalities.items()}
-    # the lr scales with the batch a step sees: for joint runs, the sampling-weighted mean batch size
+    return data, runs
+
+
+def _module(model, runs: dict[str, ModalityRun], config: dict[str, Any], seed: int) -> MAEPretrainer:
+    """The LightningModule around the model. The lr scales with the batch a step sees: for joint runs,
+    the sampling-weighted mean batch size."""
     total_weight = sum(r.sampling_weight for r in runs.values())
     step_batch = round(sum(r.batch_size * r.sampling_weight for r in runs.values()) / total_weight)
-    config = OmegaConf.to_container(cfg, resolve=True)
-    module = MAEPretrainer(
+    return MAEPretrainer(
         model,
         OptimConfig(**config["optim"]),
         batch_size=step_batch,
         loss_weights={m: r.loss_weight for m, r in runs.items()},
-        seed=cfg.seed,
+        seed=seed,
         config=config,
     )
-    dm = MAEDataModule(data, runs, cfg.seed)
+
+
+def _validates(cfg: DictConfig, data: dict) -> bool:
+    """Whether the run will log val/loss: some modality has validation samples and validation is on."""
     has_val = any(len(d.splits()["val"].labels) > 0 for d in data.values())
-    has_val = has_val and cfg.trainer.get("limit_val_batches", 1) != 0  # validation switched off: no val/loss
-    ckpt_dir = run_dir / "checkpoints"
-    cb = cfg.callbacks
-    checkpoint = ModelCheckpoint(
+    return has_val and cfg.trainer.get("limit_val_batches", 1) != 0
+
+
+def _best_and_last(ckpt_dir: Path, has_val: bool) -> ModelCheckpoint:
+    """best.ckpt by val/loss (train/loss without validation) and last.ckpt."""
+    return ModelCheckpoint(
         dirpath=ckpt_dir, filename="best", monitor="val/loss" if has_val else "train/loss",
         mode="min", save_last=True, save_top_k=1, auto_insert_metric_name=False,
         save_on_train_epoch_end=None if has_val else True,  # else it waits for a validation that never comes
     )
+
+
+def _callbacks(cfg: DictConfig, run_dir: Path, checkpoint: ModelCheckpoint) -> list:
+    """The run's callbacks from cfg.callbacks: checkpoints, the non-finite guard, reconstructions, lr, progress."""
+    cb = cfg.callbacks
     callbacks = [
         checkpoint,
         NonFiniteGuard(cb.max_nonfinite_steps, cb.get("nonfinite_check_every_n_steps", 50)),
@@ -173,28 +184,61 @@ def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, 
     if cfg.trainer.get("enable_progress_bar", True):
         callbacks.append(TQDMProgressBar(refresh_rate=10))
     if cb.get("checkpoint_every_n_steps"):
-        callbacks.append(ModelCheckpoint(dirpath=ckpt_dir, filename="step-{step:07d}", every_n_train_steps=cb.checkpoint_every_n_steps, save_top_k=-1, auto_insert_metric_name=False))
-    callbacks += extra_callbacks or []
-    loggers = [CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")]
+        callbacks.append(ModelCheckpoint(
+            dirpath=run_dir / "checkpoints", filename="step-{step:07d}", every_n_train_steps=cb.checkpoint_every_n_steps,
+            save_top_k=-1, auto_insert_metric_name=False))
+    return callbacks
+
+
+def _trainer(cfg: DictConfig, run_dir: Path, callbacks: list, loggers: list) -> L.Trainer:
+    """The Lightning Trainer of cfg.trainer; a Trainer argument it refuses is a ConfigError naming trainer."""
     trainer_args = OmegaConf.to_container(cfg.trainer, resolve=True)
-    trainer_args.pop("threads", None)  # omnimae's setting, applied above: not a Trainer argument
+    trainer_args.pop("threads", None)  # omnimae's setting, applied before the model is built: not a Trainer argument
     try:
-        trainer = instantiate(
+        return instantiate(
             trainer_args, callbacks=callbacks, logger=loggers, plugins=[AtomicCheckpointIO()],
             default_root_dir=str(run_dir), use_distributed_sampler=False,
         )
     except Exception as e:
         raise ConfigError("trainer", str(e)) from e
-    module.peak_lr(trainer)  # optim.min_lr against the lr of this batch and process count, before anything is written
-    _allow_unused_parameters(trainer, runs)
+
+
+def _fit(cfg: DictConfig, trainer: L.Trainer, module: MAEPretrainer, dm: MAEDataModule, run_dir: Path,
+         config: dict[str, Any]) -> Path:
+    """Claim run_dir, write its config.yaml, train, and save the final state; returns last.ckpt."""
     with claim_run_dir(run_dir, cfg.get("resume"), bool(cfg.get("overwrite")), primary=trainer.is_global_zero):
         if trainer.is_global_zero:
             with atomic_path(run_dir / "config.yaml") as tmp:
                 tmp.write_text(OmegaConf.to_yaml(config))
-        start = time.time()
         trainer.fit(module, datamodule=dm, ckpt_path=cfg.get("resume"))
-        last = ckpt_dir / "last.ckpt"
+        last = run_dir / "checkpoints" / "last.ckpt"
         trainer.save_checkpoint(last, weights_only=False)  # the final state, also when the run stopped between saves
+    return last
+
+
+def pretrain(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
+    """Train as configured; returns where the checkpoint, reconstructions and logs went."""
+    chosen = validate(cfg)  # trainer.precision and trainer.threads settled for this machine
+    apply_threads(chosen["threads"].value)  # before the model is built and the data loaded
+    ckpt = _read_resume(cfg)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)  # before the model's weights are drawn
+    run_dir = _run_dir(cfg)
+    model = build_model(cfg)
+    check_mask_ratios(model)
+    if ckpt is not None:
+        check_resume_fits(cfg, model, ckpt, cfg.resume)
+        del ckpt
+    data, runs = _data(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    module = _module(model, runs, config, cfg.seed)
+    checkpoint = _best_and_last(run_dir / "checkpoints", _validates(cfg, data))
+    callbacks = _callbacks(cfg, run_dir, checkpoint) + (extra_callbacks or [])
+    loggers = [CSVLogger(run_dir, name="logs"), TensorBoardLogger(run_dir, name="tensorboard")]
+    trainer = _trainer(cfg, run_dir, callbacks, loggers)
+    module.peak_lr(trainer)  # optim.min_lr against the lr of this batch and process count, before anything is written
+    _allow_unused_parameters(trainer, runs)
+    start = time.time()
+    last = _fit(cfg, trainer, module, MAEDataModule(data, runs, cfg.seed), run_dir, config)
     in_sync = check_ranks_in_sync(trainer, module) if trainer.world_size > 1 else None
     _end_process_group()
     return {
