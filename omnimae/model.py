@@ -54,6 +54,9 @@ class MaskedAutoencoder(nn.Module):
             raise ConfigError("modalities", "at least one modality is needed")
         self.embed_dim, self.decoder_embed_dim = embed_dim, decoder_embed_dim
         self.attn_impl = attn_impl
+        # the resolved config (its model and modalities nodes) this model was built from: set by build_model,
+        # so a model rebuilt from a checkpoint can read files as its training did, and be saved self-describing
+        self.config = None
         norm_layer = partial(nn.LayerNorm, eps=norm_eps)
         block = partial(Block, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
@@ -11,17 +12,38 @@ from omnimae.model import MaskedAutoencoder
 COLUMNS = ("original", "masked", "reconstruction", "reconstruction + visible")
 
 
+class Reconstructed(NamedTuple):
+    """A batch after masking and reconstruction, all in the input's model space and shape."""
+
+    original: torch.Tensor
+    reconstruction: torch.Tensor  # every patch as the decoder predicts it (target normalization undone)
+    hidden: torch.Tensor  # 1 where a patch was masked
+    loss: torch.Tensor
+
+
 @torch.no_grad()
-def reconstruction_panels(
-    model: MaskedAutoencoder, x: torch.Tensor, modality: str, generator: torch.Generator | None = None
-) -> list[torch.Tensor]:
-    """Four displayable tensors [B, H, W, C] in [0, 1] for the columns of COLUMNS."""
+def reconstruct_batch(model: MaskedAutoencoder, x, modality: str, generator: torch.Generator | None = None,
+                      mask: torch.Tensor | None = None) -> Reconstructed:
+    """Mask x (the given token mask [B, N], 1 = hidden, else the adapter's masking from generator) and reconstruct it."""
     adapter = model.adapters[modality]
-    out = model.forward_modality(x, modality, generator=generator)
+    out = model.forward_modality(x, modality, mask=mask, generator=generator)
     patches = out.patches
     recon = adapter.untokenize(patches.replace(adapter.prediction_to_values(patches, out.pred.float())))
-    hidden = adapter.untokenize(patches.replace(out.mask.unsqueeze(-1).expand_as(patches.values)))  # 1 = masked
-    x = adapter.pixels(x)
+    hidden = adapter.untokenize(patches.replace(out.mask.unsqueeze(-1).expand_as(patches.values).to(patches.values)))
+    return Reconstructed(adapter.pixels(x), recon, hidden, out.loss)
+
+
+@torch.no_grad()
+def reconstruction_panels(
+    model: MaskedAutoencoder, x, modality: str, generator: torch.Generator | None = None, mask: torch.Tensor | None = None
+) -> list[torch.Tensor]:
+    """Four displayable tensors [B, H, W, C] in [0, 1] for the columns of COLUMNS."""
+    return panels_of(model.adapters[modality], reconstruct_batch(model, x, modality, generator, mask))
+
+
+def panels_of(adapter, r: Reconstructed) -> list[torch.Tensor]:
+    """The four columns of a reconstructed batch, drawn by its adapter."""
+    x, recon, hidden = r.original, r.reconstruction, r.hidden
     pasted = x * (1 - hidden) + recon * hidden
     shown = adapter.to_display(x)
     m = adapter.to_display(hidden, mask=True)  # [B, H, W, 1]

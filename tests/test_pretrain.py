@@ -420,7 +420,7 @@ def test_a_bad_guard_interval_is_refused_naming_the_key():
 
 def test_samplers_and_embed_load_without_lightning():
     """Inference batches by group with the seeded samplers; it must not pull in Lightning's training code."""
-    code = ("import sys; import omnimae.data.samplers, omnimae.embed; "
+    code = ("import sys; import omnimae.data.samplers, omnimae.embedding; "
             "heavy = sorted(m for m in sys.modules if m.split('.')[0] == 'lightning' or m.startswith('omnimae.train')); "
             "sys.exit(f'imported {heavy}' if heavy else 0)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

@@ -56,7 +56,7 @@ VERBS = {
     "forecast-eval": Verb("rolling-origin backtest of a checkpoint on real series beside classical baselines",
                           "omnimae forecast-eval n_origins=3", "omnimae.forecast.run:run_forecast_eval", "forecast_eval"),
     "embed": Verb("per-file embeddings of a checkpoint's frozen encoder to netCDF or zarr",
-                  "omnimae embed checkpoint=latest data_root=/data/images output=emb.nc", "omnimae.embed:run_embed", "embed"),
+                  "omnimae embed checkpoint=latest data_root=/data/images output=emb.nc", "omnimae.embedding:run_embed", "embed"),
     "export": Verb("write a checkpoint as safetensors, official MAE (.pth) or timm ViT weights",
                    "omnimae export checkpoint=runs/.../last.ckpt format=timm output=vit.pth", "omnimae.export:run_export", "export"),
     "stats": Verb(

@@ -104,7 +104,9 @@ def build_model(cfg: DictConfig) -> MaskedAutoencoder:
     for m, node in cfg.modalities.items():
         dims = {k: cfg.model[k] for k in ADAPTER_DIMS}
         adapters[m] = _prefixed(f"modalities.{m}.adapter", instantiate, node.adapter, **dims)
-    return _prefixed("model", instantiate, cfg.model, adapters=adapters, _convert_="object")
+    model = _prefixed("model", instantiate, cfg.model, adapters=adapters, _convert_="object")
+    model.config = OmegaConf.create({k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "modalities")})
+    return model
 
 
 def check_mask_ratios(model: MaskedAutoencoder) -> None:
