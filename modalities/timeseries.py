@@ -14,7 +14,9 @@ from omnimae.adapter import register_modality
 from omnimae.data.protocol import SampleSet, Split
 from omnimae.errors import ConfigError, DataError
 from .image import ImageAdapter
-from .raster import INTERPOLATIONS, RasterGeometry, resize, series_scale
+from .raster import EPS_MODES, INTERPOLATIONS, RasterGeometry, check_eps, rasterize, read_back, resize, series_scale
+from .readers.series import NETCDF_SUFFIXES, read_series
+from .readers.series_index import future_index, periodicity_candidates
 
 
 @register_modality("timeseries")
@@ -22,6 +24,18 @@ class TimeSeriesAdapter(ImageAdapter):
     """Rasterized series through 2D patches; in training, right-hand (future) masks mix with random ones."""
 
     maskings = ("future_or_random", "random")
+    # the forecasting contract (omnimae.forecast.series.SeriesModality): forecasting reaches these through
+    # the registry, as MODALITIES["timeseries"].<name>, since a use never imports a modality module
+    eps_modes = EPS_MODES
+    interpolations = tuple(INTERPOLATIONS)
+    netcdf_suffixes = NETCDF_SUFFIXES
+    read_series = staticmethod(read_series)
+    periodicity_candidates = staticmethod(periodicity_candidates)
+    future_index = staticmethod(future_index)
+    raster_geometry = RasterGeometry
+    check_eps = staticmethod(check_eps)
+    rasterize = staticmethod(rasterize)
+    read_back = staticmethod(read_back)
 
     def __init__(
         self,
@@ -194,7 +208,6 @@ class TimeSeriesData:
         from pathlib import Path
 
         from omnimae.data.files import walk
-        from omnimae.forecast.series_io import NETCDF_SUFFIXES, periodicity_candidates, read_series
 
         root = Path(self.root).expanduser()
         kinds = (".csv", ".tsv", ".zarr", *NETCDF_SUFFIXES)  # what read_series reads, in any case

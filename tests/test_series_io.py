@@ -8,14 +8,10 @@ import pandas as pd
 import pytest
 
 from omnimae.errors import DataError, OutputError
-from omnimae.forecast.series_io import (
-    SeriesTable,
-    future_index,
-    periodicity_candidates,
-    plot_forecast,
-    read_series,
-    write_forecast,
-)
+from omnimae.forecast.plot import plot_forecast
+from omnimae.forecast.write import write_forecast
+from omnimae.modalities.readers.series import SeriesTable, read_series
+from omnimae.modalities.readers.series_index import future_index, periodicity_candidates
 
 T = 60
 

@@ -226,3 +226,22 @@ def test_series_near_the_float64_limit_forecast_finite_or_fail_naming_the_proble
     assert np.allclose(wild.predict(x, 12, 12), x.mean() + 100 * x.std() / 0.4, rtol=1e-4)  # closed form at scale 1
     with pytest.raises(DataError, match="leaves float64's range"):
         wild.predict(np.resize([1e308, -1e308], 48)[:, None], 12, 12)
+
+
+def test_forecasting_finds_the_time_series_modality_through_the_registry():
+    """The forecast room's SERIES is the registered time-series adapter class, and it offers every member
+    the forecasting contract (SeriesModality) declares, callable with the declared parameters."""
+    import inspect
+
+    from omnimae.adapter import MODALITIES
+    from omnimae.forecast.series import SERIES, SeriesModality
+
+    assert SERIES is MODALITIES["timeseries"]
+    for name in SeriesModality.__annotations__:
+        assert isinstance(getattr(SERIES, name), tuple) and getattr(SERIES, name), name
+    methods = [n for n, v in vars(SeriesModality).items() if isinstance(v, staticmethod)]
+    assert len(methods) == 7
+    for name in methods:
+        declared = list(inspect.signature(getattr(SeriesModality, name)).parameters)
+        offered = list(inspect.signature(getattr(SERIES, name)).parameters)
+        assert offered == declared, name

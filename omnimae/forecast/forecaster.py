@@ -15,8 +15,7 @@ from omnimae.config.build import build_model
 from omnimae.checkpoint.format import convert_to_omnimae, load_weights, read_checkpoint, rebuild_model, state_dict_of, hf_to_official, detect_layout
 from omnimae.errors import CheckpointError, ConfigError, DataError
 from omnimae.model import MaskedAutoencoder
-from omnimae.modalities.raster import RasterGeometry, check_eps, rasterize, read_back
-from omnimae.modalities.timeseries import TimeSeriesAdapter
+from omnimae.forecast.series import SERIES, RasterGeometry
 
 DEFAULT_RASTER = {"norm_const": 0.4, "align_const": 0.4, "interpolation": "bilinear"}
 
@@ -59,10 +58,10 @@ class Forecaster:
             )
         self.model = model.eval().to(device)
         self.modality, self.adapter, self.device, self.batch_size = modality, adapter, torch.device(device), batch_size
-        own = {k: getattr(adapter, k) for k in DEFAULT_RASTER if isinstance(adapter, TimeSeriesAdapter)}
+        own = {k: getattr(adapter, k) for k in DEFAULT_RASTER if isinstance(adapter, SERIES)}  # a time-series adapter's own
         given = {"norm_const": norm_const, "align_const": align_const, "interpolation": interpolation}
         self.raster = DEFAULT_RASTER | own | {k: v for k, v in given.items() if v is not None}
-        self.eps = check_eps(eps)  # relative: scale-true forecasts; visionts: its absolute +1e-5 on the variance
+        self.eps = SERIES.check_eps(eps)  # relative: scale-true forecasts; visionts: its absolute +1e-5 on the variance
 
     @classmethod
     def from_checkpoint(
@@ -92,8 +91,8 @@ class Forecaster:
 
     def geometry(self, context_len: int, horizon: int, periodicity: int) -> RasterGeometry:
         a = self.adapter
-        geo = RasterGeometry(context_len, horizon, periodicity, a.img_size, a.patch_size,
-                             self.raster["align_const"], self.raster["interpolation"])
+        geo = SERIES.raster_geometry(context_len, horizon, periodicity, a.img_size, a.patch_size,
+                                     self.raster["align_const"], self.raster["interpolation"])
         geo.check()
         return geo
 
@@ -110,7 +109,7 @@ class Forecaster:
         if not torch.isfinite(x).all():
             raise ValueError("context holds NaN or infinite values")
         geo = self.geometry(x.shape[1], horizon, periodicity)
-        images, scale = rasterize(x, geo, self.raster["norm_const"], self.eps)  # [B*V, 3, H, W]
+        images, scale = SERIES.rasterize(x, geo, self.raster["norm_const"], self.eps)  # [B*V, 3, H, W]
         images = images[:, :1].float().expand(-1, self.adapter.in_chans, -1, -1)  # grey in every channel
         mask = geo.mask().to(self.device)
         recon = []
@@ -118,9 +117,31 @@ class Forecaster:
             chunk = images[i : i + self.batch_size].to(self.device)
             out = self.model.forward_modality(chunk, self.modality, mask=mask.expand(chunk.shape[0], -1))
             recon.append(self.adapter.untokenize(out.patches.replace(out.pred.float())).cpu())
-        y = read_back(torch.cat(recon).double(), geo, scale)  # [B, horizon, V], float64
+        y = SERIES.read_back(torch.cat(recon).double(), geo, scale)  # [B, horizon, V], float64
         if not torch.isfinite(y).all():  # only de-normalizing can overflow: the series is near float64's limit
             peak = float(x.abs().max())
             raise DataError(f"the forecast leaves float64's range ({int((~torch.isfinite(y)).sum())} of {y.numel()} "
                             f"values overflow when scaled back to the series' magnitude, up to {peak:.3g})")
         return y.numpy()
+
+
+def context_length(n: int, periodicity: int, context: int | None, max_context: int, source: str) -> int:
+    """The context to use: as asked, or as much as fits (max_context), rounded down to whole periods."""
+    if context is not None:
+        if context < 1:
+            raise ConfigError("context", f"must be positive, got {context}")
+        if context > n:
+            raise DataError(f"{source}: context={context} asked for, but the series has only {n} points")
+        return context
+    if n < periodicity:
+        raise DataError(f"{source}: the series has {n} points, shorter than one period ({periodicity})")
+    usable = min(n, max_context)
+    return max(periodicity, usable // periodicity * periodicity)
+
+
+def predict(forecaster: Forecaster, values: np.ndarray, horizon: int, periodicity: int, source: str) -> np.ndarray:
+    """The forecast [H, V] of `values` [T, V] from the file `source`, or a DataError naming it."""
+    try:
+        return forecaster.predict(values, horizon, periodicity)[0]
+    except DataError as e:
+        raise DataError(f"{source}: {e}") from None

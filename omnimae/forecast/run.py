@@ -12,12 +12,14 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from omnimae.errors import CheckpointError, ConfigError, DataError
-from omnimae.forecast.forecaster import Forecaster
+from omnimae.forecast.forecaster import Forecaster, context_length, predict
+from omnimae.forecast.periodicity import choose_periodicity
+from omnimae.forecast.plot import plot_forecast
+from omnimae.forecast.series import SERIES
+from omnimae.forecast.write import write_forecast
 from omnimae.io import check_writable, refuse_overwrite
-from omnimae.modalities.raster import EPS_MODES, INTERPOLATIONS
 
 DEFAULT_CHECKPOINT = "weights/forecaster.safetensors"
-CANDIDATES_WITHOUT_INDEX = [1, 4, 7, 12, 24, 52]
 
 # --- the options of each verb, checked before anything is read or loaded -----------------------
 Rule = tuple[Callable[[Any], bool], str]  # (accepts the value, what it must be)
@@ -47,14 +49,14 @@ _DEVICE: Rule = (lambda v: isinstance(v, str) and re.fullmatch(r"auto|cpu|mps|cu
                  "auto, cpu, cuda, cuda:N or mps")
 COMMON: dict[str, Rule] = {
     "checkpoint": _text(), "max_context": _at_least(1), "device": _DEVICE, "batch_size": _at_least(1),
-    "num_heads": _at_least(1, none=True), "decoder_num_heads": _at_least(1, none=True), "eps": _choice(EPS_MODES),
+    "num_heads": _at_least(1, none=True), "decoder_num_heads": _at_least(1, none=True), "eps": _choice(SERIES.eps_modes),
     "overwrite": _BOOL,
 }
 FORECAST: dict[str, Rule] = COMMON | {
     "input": _text(), "output": _text(none=True), "truth": _text(none=True), "horizon": _at_least(1),
     "context": _at_least(1, none=True), "periodicity": (lambda v: v is None or v == "auto" or (_is_int(v) and v >= 1),
                                                         "a positive integer, null or auto"),
-    "interpolation": _choice(list(INTERPOLATIONS), none=True), "time_column": _text(none=True),
+    "interpolation": _choice(list(SERIES.interpolations), none=True), "time_column": _text(none=True),
     "variables": _text(none=True, many=True), "max_gap": _at_least(0), "allow_irregular": _BOOL, "plot": _BOOL,
 }
 FORECAST_EVAL: dict[str, Rule] = COMMON | {
@@ -110,43 +112,6 @@ def load_forecaster(cfg: DictConfig) -> Forecaster:
     )
 
 
-def context_length(n: int, periodicity: int, context: int | None, max_context: int, source: str) -> int:
-    """The context to use: as asked, or as much as fits (max_context), rounded down to whole periods."""
-    if context is not None:
-        if context < 1:
-            raise ConfigError("context", f"must be positive, got {context}")
-        if context > n:
-            raise DataError(f"{source}: context={context} asked for, but the series has only {n} points")
-        return context
-    if n < periodicity:
-        raise DataError(f"{source}: the series has {n} points, shorter than one period ({periodicity})")
-    usable = min(n, max_context)
-    return max(periodicity, usable // periodicity * periodicity)
-
-
-def predict(forecaster: Forecaster, values: np.ndarray, horizon: int, periodicity: int, source: str) -> np.ndarray:
-    """The forecast [H, V] of `values` [T, V] from the file `source`, or a DataError naming it."""
-    try:
-        return forecaster.predict(values, horizon, periodicity)[0]
-    except DataError as e:
-        raise DataError(f"{source}: {e}") from None
-
-
-def backtest_periodicity(forecaster: Forecaster, values: np.ndarray, horizon: int, candidates: list[int],
-                         max_context: int, source: str = "backtest") -> int:
-    """Pick the candidate period whose forecast of the last window of the history errs least (MAE)."""
-    best, best_err = 1, np.inf
-    history, truth = values[:-horizon], values[-horizon:]
-    for p in dict.fromkeys(candidates):
-        if len(history) < 2 * p:
-            continue
-        n = context_length(len(history), p, None, max_context, source)
-        err = float(np.abs(predict(forecaster, history[-n:], horizon, p, source) - truth).mean())
-        if err < best_err:
-            best, best_err = p, err
-    return best
-
-
 def forecast_outputs(cfg: DictConfig) -> tuple[Path, Path | None]:
     """The forecast file and its plot, refused before any work where they would replace an input (the
     truth too) or an existing file without overwrite, or cannot be written."""
@@ -161,33 +126,16 @@ def forecast_outputs(cfg: DictConfig) -> tuple[Path, Path | None]:
     return out, png
 
 
-def choose_periodicity(cfg: DictConfig, forecaster: Forecaster, table) -> int:
-    """periodicity as given; null: the index's main cycle where the history holds two; auto: a backtest."""
-    from omnimae.forecast.series_io import periodicity_candidates
-
-    values, src = table.values, str(cfg.input)
-    if cfg.periodicity is None:
-        return next(p for p in periodicity_candidates(table.time) if 2 * p <= len(values) or p == 1)
-    if cfg.periodicity != "auto":
-        return cfg.periodicity
-    candidates = periodicity_candidates(table.time) if table.time is not None and table.freq is not None else CANDIDATES_WITHOUT_INDEX
-    if len(values) < 2 * cfg.horizon:
-        raise DataError(f"{src}: periodicity=auto backtests on the last {cfg.horizon} points and needs at least {2 * cfg.horizon}")
-    return backtest_periodicity(forecaster, values, cfg.horizon, candidates, cfg.max_context, src)
-
-
 def run_forecast(cfg: DictConfig) -> dict:
-    from omnimae.forecast.series_io import plot_forecast, read_series, write_forecast
-
     check_options(cfg, FORECAST)
     out, png = forecast_outputs(cfg)
-    table = read_series(cfg.input, time_column=cfg.time_column, max_gap=cfg.max_gap,
-                        variables=OmegaConf.to_object(cfg.variables) if OmegaConf.is_list(cfg.variables) else cfg.variables,
-                        allow_irregular=cfg.allow_irregular)
+    table = SERIES.read_series(cfg.input, time_column=cfg.time_column, max_gap=cfg.max_gap,
+                               variables=OmegaConf.to_object(cfg.variables) if OmegaConf.is_list(cfg.variables) else cfg.variables,
+                               allow_irregular=cfg.allow_irregular)
     horizon, inputs = cfg.horizon, [cfg.input, cfg.truth]
     truth = None
     if cfg.truth:
-        truth = read_series(cfg.truth, time_column=cfg.time_column, variables=table.names).values[:horizon]
+        truth = SERIES.read_series(cfg.truth, time_column=cfg.time_column, variables=table.names).values[:horizon]
         if truth.shape != (horizon, len(table.names)):
             raise DataError(f"{cfg.truth}: holds {truth.shape[0]} x {truth.shape[1]} values, the forecast {horizon} x {len(table.names)}")
     forecaster = load_forecaster(cfg)
