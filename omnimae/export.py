@@ -6,7 +6,8 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from omnimae.checkpoint.format import load_model, omnimae_to_official, save_safetensors, to_timm_vit
+from omnimae.checkpoint.convert import omnimae_to_official, to_timm_vit
+from omnimae.checkpoint.format import load_model, save_safetensors
 from omnimae.errors import ConfigError
 from omnimae.io import atomic_path, refuse_overwrite
 

@@ -5,7 +5,8 @@ import timm
 import torch
 
 from omnimae.config.build import build_model
-from omnimae.checkpoint.format import load_model, load_pretrained, read_checkpoint, timm_vit_kwargs
+from omnimae.checkpoint.convert import load_pretrained, timm_vit_kwargs
+from omnimae.checkpoint.format import load_model, read_checkpoint
 from omnimae.cli import compose, main
 from omnimae.errors import CheckpointError
 from omnimae.io import atomic_path

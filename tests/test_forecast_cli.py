@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from omnimae.config.build import build_model
-from omnimae.checkpoint.format import omnimae_to_official, save_safetensors
+from omnimae.checkpoint.convert import omnimae_to_official
+from omnimae.checkpoint.format import save_safetensors
 from omnimae.cli import compose, main
 
 A = "modalities.timeseries.adapter"

@@ -10,7 +10,7 @@ import torch
 
 from omnimae.checkpoint import hub
 from omnimae.config.build import build_model
-from omnimae.checkpoint.format import load_pretrained, omnimae_to_official
+from omnimae.checkpoint.convert import load_pretrained, omnimae_to_official
 from omnimae.config.compose import compose
 from omnimae.errors import CheckpointError
 from omnimae.model import MaskedAutoencoder

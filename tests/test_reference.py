@@ -4,16 +4,16 @@ import timm
 import torch
 
 from omnimae.config.build import build_model
-from omnimae.checkpoint.format import (
+from omnimae.checkpoint.convert import (
     convert_to_omnimae,
     hf_to_official,
     load_pretrained,
-    load_weights,
     official_to_omnimae,
     omnimae_to_official,
     timm_vit_kwargs,
     to_timm_vit,
 )
+from omnimae.checkpoint.format import load_weights
 from omnimae.config.compose import compose
 from reference_models import DD, DEPTH, D, hf_model
 

@@ -111,7 +111,7 @@ def test_pretraining_windows_from_series_files(tmp_path):
 
 
 def test_hugging_face_weights_forecast_like_the_official_layout(tmp_path):
-    from omnimae.checkpoint.format import omnimae_to_official
+    from omnimae.checkpoint.convert import omnimae_to_official
 
     model = build_model(compose("pretrain", TS))
     official = omnimae_to_official(model, "timeseries")

@@ -12,7 +12,8 @@ import torch
 from omegaconf import DictConfig
 
 from omnimae.config.build import build_model
-from omnimae.checkpoint.format import convert_to_omnimae, load_weights, read_checkpoint, rebuild_model, state_dict_of, hf_to_official, detect_layout
+from omnimae.checkpoint.convert import convert_to_omnimae, detect_layout, hf_to_official
+from omnimae.checkpoint.format import load_weights, read_checkpoint, rebuild_model, state_dict_of
 from omnimae.errors import CheckpointError, ConfigError, DataError
 from omnimae.model import MaskedAutoencoder
 from omnimae.forecast.series import SERIES, RasterGeometry
