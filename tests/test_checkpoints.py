@@ -61,6 +61,24 @@ def test_missing_keys_are_named(trained, tmp_path):
 
 
 
+def test_ckpt_and_safetensors_carry_the_same_metadata(trained, tmp_path):
+    """Training's .ckpt and an export's .safetensors describe themselves alike, and both rebuild the model."""
+    from omnimae import __version__
+    from omnimae.checkpoint.format import save_safetensors
+
+    ckpt = read_checkpoint(trained)["omnimae"]
+    model, _ = load_model(trained)
+    exported = read_checkpoint(save_safetensors(model, ckpt["config"], tmp_path / "m.safetensors"))["omnimae"]
+    assert set(ckpt) == set(exported) == {"version", "config", "modalities", "weights_sha256"}
+    assert ckpt["version"] == exported["version"] == __version__
+    assert ckpt["config"] == exported["config"]
+    assert ckpt["modalities"] == exported["modalities"] == list(ckpt["config"]["modalities"]) == ["image"]
+    # read_checkpoint checked each checksum against its own file's tensors; both rebuild the same weights
+    again, _ = load_model(tmp_path / "m.safetensors")
+    for k, v in model.state_dict().items():
+        assert torch.equal(again.state_dict()[k], v), k
+
+
 def test_a_joint_checkpoint_loads_into_a_model_of_a_subset_of_its_modalities(tmp_path):
     from omnimae.checkpoint.format import save_safetensors
 

@@ -65,7 +65,7 @@ def test_default_demo_config_runs_and_writes_everything(tmp_path):
     model, cfg2 = load_model(tmp_path / "checkpoints" / "last.ckpt")
     assert cfg2.modalities.image.adapter.img_size == 16 and model.embed_dim == 64
     meta = read_checkpoint(tmp_path / "checkpoints" / "last.ckpt")["omnimae"]
-    assert meta["targets"] == {"image": "norm_pix"} and meta["version"]
+    assert meta["modalities"] == ["image"] and meta["version"]
 
 
 def test_pretrain_on_a_folder_of_images(image_folder, tmp_path):

@@ -1,12 +1,13 @@
-"""omnimae's own checkpoint format: reading, rebuilding, saving.
+"""omnimae's own checkpoint format: reading, the metadata every file carries, rebuilding, saving.
 
-A Lightning .ckpt (written by training) and a .safetensors export both carry the resolved config,
-so the model is rebuilt from the file alone. Other layouts (official MAE, Hugging Face, timm) are
-in convert.py.
+A Lightning .ckpt (written by training) and a .safetensors export carry the same metadata
+(checkpoint_metadata): the resolved config, so the model is rebuilt from the file alone, and a
+checksum of the weights. Other layouts (official MAE, Hugging Face, timm) are in convert.py.
 """
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,18 @@ def rebuild_model(ckpt: dict[str, Any], source: str, trust_checkpoint: bool = Fa
     return model, cfg
 
 
+def checkpoint_metadata(model: MaskedAutoencoder, config: DictConfig | Mapping[str, Any] | None,
+                        state: Mapping[str, Any]) -> dict[str, Any]:
+    """The `omnimae` entry of every checkpoint omnimae writes (.ckpt and .safetensors alike): the library
+    version, the resolved config that rebuilds the model (rebuild_model; the target type is its
+    adapters' norm_pix_loss), the model's modalities, and the SHA-256 of `state`, the weights as
+    stored in the file, which read_checkpoint checks."""
+    if isinstance(config, DictConfig):
+        config = OmegaConf.to_container(config, resolve=True)
+    return {"version": __version__, "config": config, "modalities": list(model.adapters),
+            "weights_sha256": weights_sha256(state)}
+
+
 def save_safetensors(model: MaskedAutoencoder, cfg: DictConfig | dict, path: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Weights as safetensors with the resolved config in the metadata, written atomically.
 
@@ -124,10 +137,8 @@ def save_safetensors(model: MaskedAutoencoder, cfg: DictConfig | dict, path: str
     """
     from safetensors.torch import save_file
 
-    config = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     tensors = {k: v.detach().to(dtype or v.dtype).contiguous().cpu() for k, v in model.state_dict().items()}
-    meta = {"omnimae": json.dumps({"version": __version__, "config": config, "modalities": list(model.adapters),
-                                   "weights_sha256": weights_sha256(tensors)})}
+    meta = {"omnimae": json.dumps(checkpoint_metadata(model, cfg, tensors))}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return Path(path)

@@ -12,8 +12,7 @@ import lightning as L
 import torch
 from timm.optim import param_groups_weight_decay
 
-from omnimae import __version__
-from omnimae.checkpoint.trust import weights_sha256
+from omnimae.checkpoint.format import checkpoint_metadata
 from omnimae.config.schema import OptimConfig
 from omnimae.data.batch import batch_size
 from omnimae.data.samplers import mix_seed
@@ -145,13 +144,8 @@ class MAEPretrainer(L.LightningModule):
             torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        checkpoint["omnimae"] = {
-            "version": __version__,
-            "config": self.config,
-            "modalities": list(self.model.adapters),
-            "targets": {m: ("norm_pix" if a.norm_pix_loss else "pix") for m, a in self.model.adapters.items()},
-            "weights_sha256": weights_sha256(checkpoint["state_dict"]),  # read_checkpoint refuses flipped bytes
-        }
+        # the weights as stored: read_checkpoint refuses flipped bytes
+        checkpoint["omnimae"] = checkpoint_metadata(self.model, self.config, checkpoint["state_dict"])
 
 
 def resume_after_last_batch(checkpoint: dict) -> None:
