@@ -5,7 +5,7 @@ import timm
 import torch
 
 from omnimae.config.build import build_model
-from omnimae.checkpoint.convert import load_pretrained, timm_vit_kwargs
+from omnimae.checkpoint.convert import load_pretrained, omnimae_to_official, timm_vit_kwargs, to_timm_vit
 from omnimae.checkpoint.format import load_model, read_checkpoint
 from omnimae.cli import compose, main
 from omnimae.errors import CheckpointError
@@ -77,6 +77,47 @@ def test_ckpt_and_safetensors_carry_the_same_metadata(trained, tmp_path):
     again, _ = load_model(tmp_path / "m.safetensors")
     for k, v in model.state_dict().items():
         assert torch.equal(again.state_dict()[k], v), k
+
+
+def tiny_model(name: str, *overrides: str):
+    cfg = compose("pretrain", ["experiment=none", f"modality={name}", "model=vit_tiny", *overrides])
+    torch.manual_seed(0)
+    return build_model(cfg)
+
+
+@pytest.mark.parametrize("name,overrides,why", [
+    ("microscopy", [], "it tokenizes with ChannelPatchTokenizer"),
+    ("video", [], "it tokenizes with TubeTokenizer"),
+    ("array", ["modalities.array.adapter.tokenizer=channel"], "it tokenizes with ChannelPatchTokenizer"),
+    ("array", ["modalities.array.adapter.shape=[3,32,16]", "modalities.array.adapter.patch_size=8"],
+     "its inputs are 32x16, and the layout holds square images"),
+    ("audio", ["modalities.audio.adapter.target_length=64", "modalities.audio.adapter.mel_bins=32"],
+     "its inputs are 64x32"),
+])
+def test_a_modality_the_official_layout_cannot_hold_is_named(name, overrides, why):
+    model = tiny_model(name, *overrides)
+    for write in (omnimae_to_official, to_timm_vit, timm_vit_kwargs):
+        with pytest.raises(CheckpointError, match=f"modality '{name}' cannot be written in the official MAE or timm layout: {why}"):
+            write(model, name)
+
+
+def test_a_square_2d_array_modality_exports_to_the_official_and_timm_layouts(tmp_path):
+    """Any adapter that tokenizes square inputs into square 2D patches fits, not only the image adapter."""
+    shape = ["modalities.array.adapter.shape=[2,16,16]", "modalities.array.adapter.patch_size=4"]
+    model = tiny_model("array", *shape).eval()
+    with torch.no_grad():  # a trained-looking modality embedding, which the official layout folds into positions
+        model.adapters["array"].modality_embed.normal_()
+    path = tmp_path / "mae.pth"
+    torch.save({"model": omnimae_to_official(model, "array")}, path)
+    again = tiny_model("array", *shape).eval()
+    load_pretrained(again, path, modality="array")
+    x, noise = torch.randn(2, 2, 16, 16), torch.rand(2, 16)
+    vit = timm.models.VisionTransformer(**timm_vit_kwargs(model, "array")).eval()
+    vit.load_state_dict(to_timm_vit(model, "array"), strict=True)
+    with torch.no_grad():
+        torch.testing.assert_close(again.forward_modality(x, "array", noise=noise).pred,
+                                   model.forward_modality(x, "array", noise=noise).pred)
+        torch.testing.assert_close(vit(x), model.embed(x, "array", pool="cls"), atol=1e-5, rtol=1e-5)
 
 
 def test_a_joint_checkpoint_loads_into_a_model_of_a_subset_of_its_modalities(tmp_path):

@@ -4,6 +4,7 @@ export, timm's VisionTransformer."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from omnimae.errors import CheckpointError, ConfigError
 from omnimae.model import MaskedAutoencoder
 from omnimae.patches import grid_coords
 from omnimae.pos_embed import sincos_pos_embed
+from omnimae.tokenizers import PatchTokenizer2D
 
 
 def detect_layout(sd: StateDict) -> str:
@@ -123,19 +125,43 @@ def official_to_omnimae(sd: StateDict, modality: str = "image", source: str = "c
     return out
 
 
-def _image_adapter(model: MaskedAutoencoder, modality: str):
+@dataclass(frozen=True)
+class SquareGrid:
+    """What the official MAE and timm layouts hold of a modality: square images of img_size pixels and
+    in_chans channels, cut into patch_size x patch_size patches (a Conv2d stem, 2D sin-cos positions)."""
+
+    img_size: int
+    patch_size: int
+    in_chans: int
+
+
+def official_grid(model: MaskedAutoencoder, modality: str) -> SquareGrid:
+    """The square grid of `modality`'s adapter, read from what every adapter declares (its tokenizer
+    and its example_input), or a CheckpointError naming the modality and why the layout cannot hold it."""
     if modality not in model.adapters:
         raise ConfigError("modality", f"{modality!r} is not in the checkpoint (it has {list(model.adapters)})")
     adapter = model.adapters[modality]
-    if not hasattr(adapter, "patch_size") or not hasattr(adapter, "img_size"):
-        raise CheckpointError(f"modality {modality!r} has no 2D image grid to export")
-    return adapter
+    tokenizer = adapter.tokenizer
+    cannot = f"modality {modality!r} cannot be written in the official MAE or timm layout"
+    if not isinstance(tokenizer, PatchTokenizer2D):
+        raise CheckpointError(f"{cannot}: it tokenizes with {type(tokenizer).__name__}, and the layout holds 2D patches only")
+    p, q = tokenizer.patch_size
+    if p != q:
+        raise CheckpointError(f"{cannot}: its patches are {p}x{q}, and the layout holds square patches only")
+    x = adapter.example_input(1)
+    height, width = adapter.pixels(x).shape[-2:]
+    if height != width or height % p:
+        raise CheckpointError(f"{cannot}: its inputs are {height}x{width}, and the layout holds square images "
+                              f"of whole {p}x{p} patches only")
+    if adapter.position_axes not in (None, (0, 1)) or adapter.token_embeddings(adapter.tokenize(x), False) is not None:
+        raise CheckpointError(f"{cannot}: its tokens carry embeddings beyond the 2D sin-cos positions")
+    return SquareGrid(img_size=height, patch_size=p, in_chans=tokenizer.in_chans)
 
 
 def omnimae_to_official(model: MaskedAutoencoder, modality: str = "image") -> StateDict:
     """omnimae -> the official facebookresearch/mae layout (what `{'model': ...}` holds)."""
-    adapter = _image_adapter(model, modality)
-    p, c, side = adapter.patch_size, adapter.in_chans, adapter.img_size // adapter.patch_size
+    grid = official_grid(model, modality)
+    p, c, side = grid.patch_size, grid.in_chans, grid.img_size // grid.patch_size
     coords = grid_coords(side, side)
     out: StateDict = {}
     a = f"adapters.{modality}."
@@ -168,12 +194,12 @@ def to_timm_vit(model: MaskedAutoencoder, modality: str = "image") -> StateDict:
 
 def timm_vit_kwargs(model: MaskedAutoencoder, modality: str = "image") -> dict[str, Any]:
     """Arguments for timm.models.VisionTransformer that fit to_timm_vit's state dict."""
-    adapter = _image_adapter(model, modality)
+    grid = official_grid(model, modality)
     blk = model.blocks[0]
     return dict(
-        img_size=adapter.img_size,
-        patch_size=adapter.patch_size,
-        in_chans=adapter.in_chans,
+        img_size=grid.img_size,
+        patch_size=grid.patch_size,
+        in_chans=grid.in_chans,
         embed_dim=model.embed_dim,
         depth=len(model.blocks),
         num_heads=blk.attn.num_heads,
