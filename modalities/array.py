@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from omnimae.adapter import ModalityAdapter, minmax, register_modality, standardize_crop
+from omnimae.adapter import ModalityAdapter, minmax, register_modality
+from omnimae.data.crop import crop_starts, cut, sample_generator, standardize_sample_crop
 from omnimae.data.protocol import SampleSet
 from omnimae.errors import ConfigError, DataError
 from omnimae.data.files import folder_splits
@@ -159,16 +160,11 @@ class ArrayDataset(SampleSet):
             x = x.unsqueeze(0)  # a single channel
         if x.ndim != len(d.shape) or x.shape[0] != d.shape[0] or any(a < b for a, b in zip(x.shape[1:], d.shape[1:])):
             raise DataError(f"{path}: array of shape {tuple(x.shape)} does not fit shape {list(d.shape)} (channels first)")
-        g = torch.Generator().manual_seed(seed) if (self.train and seed is not None) else None
-        starts = [int(torch.randint(0, a - b + 1, (1,), generator=g)) if g else (a - b) // 2
-                  for a, b in zip(x.shape[1:], d.shape[1:])]
+        starts = crop_starts(x.shape[1:], d.shape[1:], sample_generator(seed), self.train and seed is not None)
         whole_std = x.std(dim=tuple(range(1, x.ndim)), keepdim=True) if d.normalization == "sample" else None
-        x = x[(slice(None), *[slice(s, s + b) for s, b in zip(starts, d.shape[1:])])]  # crop to shape
+        x = cut(x, starts, d.shape[1:])
         if d.normalization == "sample":  # per sample and channel, the crop's std floored (see ArrayData)
-            flat = torch.nonzero(whole_std.flatten() == 0).flatten().tolist()
-            if flat:
-                raise DataError(f"{path}: channel(s) {flat} are constant over the whole array and cannot be standardized")
-            x = standardize_crop(x, whole_std)
+            x = standardize_sample_crop(x, whole_std, range(len(x)), str(path), "array")
         elif d.normalization == "given":
             view = (-1,) + (1,) * (x.ndim - 1)
             x = (x - torch.tensor(d.mean).view(view)) / torch.tensor(d.std).view(view)
@@ -179,7 +175,7 @@ class ArrayData:
     """A folder of array files (one sample each; class subfolders give labels).
 
     normalization=sample standardizes each crop per channel by its own mean and std, the std floored
-    by the whole array's (standardize_crop): a blank crop of a sparse array becomes zeros instead of
+    by the whole array's (omnimae.data.crop.standardize_crop): a blank crop of a sparse array becomes zeros instead of
     failing. A channel constant over the whole array is an error, found when the folder is scanned.
     """
 

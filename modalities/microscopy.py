@@ -19,7 +19,8 @@ from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from omnimae.adapter import ModalityAdapter, minmax, register_modality, standardize_crop
+from omnimae.adapter import ModalityAdapter, minmax, register_modality
+from omnimae.data.crop import crop_starts, cut, sample_generator, standardize_sample_crop
 from omnimae.data.files import DecodedCache, folder_splits, hold_out
 from omnimae.data.protocol import SampleSet
 from omnimae.errors import ConfigError, DataError
@@ -148,14 +149,11 @@ def standardize(pixels: torch.Tensor, names: Sequence[str], stats: dict | None, 
     """Per image and channel (CA-MAE's self-standardization), or by dataset statistics per channel name.
 
     Per image, a crop is standardized by its own mean and std, floored by image_std ([C, 1, 1], the
-    std of the whole image the crop was cut from; see standardize_crop): a blank crop of a sparse
+    std of the whole image the crop was cut from; see omnimae.data.crop): a blank crop of a sparse
     image becomes zeros. Only a channel constant over the whole image is an error."""
     if stats is None:
         whole = pixels.std(dim=(1, 2), keepdim=True) if image_std is None else image_std
-        flat = [names[i] for i in torch.nonzero(whole.flatten() == 0).flatten().tolist()]
-        if flat:
-            raise DataError(f"{source}: channel(s) {flat} are constant and cannot be standardized")
-        return standardize_crop(pixels, whole)
+        return standardize_sample_crop(pixels, whole, names, source, "image")
     missing = [n for n in names if n not in stats]
     if missing:
         raise DataError(f"{source}: no dataset statistics for channel(s) {missing} (data.stats)")
@@ -198,14 +196,10 @@ class MicroscopyDataset(SampleSet):
         if min(h, w) < s:  # small images are resized up to the model's size
             x = TF.resize(x, [s, s] if h == w else s, interpolation=InterpolationMode.BILINEAR, antialias=True)
             h, w = x.shape[-2:]
-        if self.train and seed is not None:
-            g = torch.Generator().manual_seed(seed)
-            top = int(torch.randint(0, h - s + 1, (1,), generator=g))
-            left = int(torch.randint(0, w - s + 1, (1,), generator=g))
-        else:
-            top, left = (h - s) // 2, (w - s) // 2
+        random = self.train and seed is not None  # unseeded keys (probe, embed) take the centre
+        starts = crop_starts((h, w), (s, s), sample_generator(seed), random)
         image_std = x.std(dim=(1, 2), keepdim=True) if self.stats is None else None
-        x = x[:, top : top + s, left : left + s]
+        x = cut(x, starts, (s, s))
         x = standardize(x, image.channels, self.stats, source, image_std)
         return {"pixels": x, "channel_ids": channel_ids(image.channels, self.vocabulary, self.unknown, source)}
 

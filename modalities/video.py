@@ -28,6 +28,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from omnimae.adapter import ModalityAdapter, check_channels, register_modality
+from omnimae.data.crop import crop_starts, cut, sample_generator
 from omnimae.data.skip import SkipBudget, budget_for, load_or_stand_in, scan_splits
 from omnimae.data.files import folder_splits
 from omnimae.data.protocol import SampleSet, Split
@@ -161,12 +162,7 @@ class ClipReader:
             x = TF.resize(x, size, interpolation=InterpolationMode.BILINEAR, antialias=True)
             h, w = x.shape[-2:]
         s = self.img_size
-        if random:
-            top = int(torch.randint(h - s + 1, (1,), generator=generator))
-            left = int(torch.randint(w - s + 1, (1,), generator=generator))
-        else:
-            top, left = (h - s) // 2, (w - s) // 2
-        return x[..., top : top + s, left : left + s]
+        return cut(x, crop_starts((h, w), (s, s), generator, random), (s, s))
 
     def load(self, path: Path, train: bool, generator: torch.Generator | None = None) -> torch.Tensor:
         if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -212,8 +208,7 @@ class VideoDataset(SampleSet):
         return len(self.source)
 
     def load(self, index: int, seed: int | None) -> torch.Tensor:
-        generator = None if seed is None else torch.Generator().manual_seed(seed)
-        return self.reader.load(self.source[index], self.train, generator)
+        return self.reader.load(self.source[index], self.train, sample_generator(seed))
 
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)

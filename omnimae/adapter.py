@@ -18,18 +18,6 @@ from omnimae.patches import Patches
 MODALITIES: dict[str, type["ModalityAdapter"]] = {}
 
 
-STD_FLOOR = 1e-3  # a crop's std counts as at least this share of the std of the whole sample it was cut from
-
-
-def standardize_crop(crop: torch.Tensor, whole_std: torch.Tensor) -> torch.Tensor:
-    """A crop [C, ...] standardized per channel by its own mean and std, the std floored at STD_FLOOR
-    times whole_std ([C, 1, ...], the whole sample's): a blank crop of a sparse image (empty
-    background) becomes zeros instead of dividing by zero. Callers refuse a whole_std of 0 first."""
-    dims = tuple(range(1, crop.ndim))
-    std = torch.maximum(crop.std(dim=dims, keepdim=True), STD_FLOOR * whole_std)
-    return (crop - crop.mean(dim=dims, keepdim=True)) / std
-
-
 def minmax(x: torch.Tensor, dims: tuple[int, ...], reference: torch.Tensor | None = None, eps: float = 1e-6) -> torch.Tensor:
     """x scaled to [0, 1] per sample over dims by the range of reference (x itself if None), clipped:
     the display mapping of adapters without a fixed one (to_display's `reference`)."""

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from omnimae.data.crop import crop_starts, sample_generator
 from omnimae.errors import DataError
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
@@ -58,13 +59,9 @@ def fbank_features(waveform: torch.Tensor, sample_rate: int, mel_bins: int = 128
 
 def crop_start(frames: int, target_length: int, train: bool, seed: int | None = None) -> int:
     """First frame of the crop: random in training (from the seed when given), else the centre."""
-    extra = frames - target_length
-    if extra <= 0:
-        return 0
-    if not train:
-        return extra // 2
-    generator = torch.Generator().manual_seed(seed) if seed is not None else None
-    return int(torch.randint(0, extra + 1, (1,), generator=generator))
+    if frames <= target_length:
+        return 0  # zero-padded instead
+    return crop_starts([frames], [target_length], sample_generator(seed), train)[0]
 
 
 def log_mel(

@@ -15,6 +15,7 @@ import av
 import numpy as np
 import torch
 
+from omnimae.data.crop import crop_starts
 from omnimae.errors import ConfigError, DataError
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi"}
@@ -143,10 +144,8 @@ def clip_indices(
                 f"sampling_rate {sampling_rate}); lower sampling_rate, or set pad_short=true to repeat the last frame"
             )
         first = 0
-    elif start == "random":
-        first = int(torch.randint(total - window + 1, (1,), generator=generator))
     else:
-        first = (total - window) // 2
+        first = crop_starts([total], [window], generator, start == "random")[0]
     return [min(first + i * sampling_rate, total - 1) for i in range(num_frames)]
 
 
