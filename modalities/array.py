@@ -13,9 +13,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch import nn
 
-from omnimae.adapter import ModalityAdapter, minmax, register_modality
+from omnimae.adapter import ChannelEmbeddings, ModalityAdapter, minmax, register_modality
 from omnimae.data.crop import crop_starts, cut, sample_generator, standardize_sample_crop
 from omnimae.data.protocol import SampleSet
 from omnimae.errors import ConfigError, DataError
@@ -28,7 +27,7 @@ TOKENIZERS = ("patch2d", "tube", "channel")
 
 
 @register_modality("array")
-class ArrayAdapter(ModalityAdapter):
+class ArrayAdapter(ChannelEmbeddings, ModalityAdapter):
     """Samples [C, H, W] (patch2d, channel) or [C, T, H, W] (tube), already normalized by the data."""
 
     maskings = ("random", "tube")
@@ -70,18 +69,13 @@ class ArrayAdapter(ModalityAdapter):
         self.tokenizer_kind, self.shape = tokenizer, tuple(shape)
         if tokenizer == "channel":  # channel identity by a learned embedding per channel index
             self.position_axes = (1, 2)
-            self.channel_embed = nn.Parameter(torch.randn(c, embed_dim) * 0.02)
-            self.decoder_channel_embed = nn.Parameter(torch.randn(c, decoder_embed_dim) * 0.02)
+            self.add_channel_embeddings(c, embed_dim, decoder_embed_dim)
 
     def example_input(self, batch_size: int, generator: torch.Generator | None = None) -> torch.Tensor:
         return torch.randn(batch_size, *self.shape, generator=generator)  # [B, C, (T,) H, W]
 
-    def token_embeddings(self, patches: Patches, decoder: bool):
-        if self.tokenizer_kind != "channel":
-            return None
-        table = self.decoder_channel_embed if decoder else self.channel_embed
-        _, gh, gw = patches.grid
-        return table.repeat_interleave(gh * gw, dim=0)  # [C*N, D]
+    def token_embeddings(self, patches: Patches, decoder: bool) -> torch.Tensor | None:
+        return self.channel_token_embeddings(patches, decoder) if self.tokenizer_kind == "channel" else None
 
     def to_display(self, x: torch.Tensor, mask: bool = False, reference: torch.Tensor | None = None) -> torch.Tensor:
         """Channel 0 (of the middle time step for tubes), or every channel side by side for `channel`,

@@ -15,11 +15,10 @@ from typing import Sequence
 import numpy as np
 import torch
 from einops import rearrange
-from torch import nn
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from omnimae.adapter import ModalityAdapter, minmax, register_modality
+from omnimae.adapter import ChannelEmbeddings, ModalityAdapter, minmax, register_modality
 from omnimae.data.crop import crop_starts, cut, sample_generator, standardize_sample_crop
 from omnimae.data.files import DecodedCache, folder_splits, hold_out
 from omnimae.data.protocol import SampleSet
@@ -45,7 +44,7 @@ def channel_ids(names: Sequence[str], vocabulary: Sequence[str], unknown: str = 
 
 
 @register_modality("microscopy")
-class MicroscopyAdapter(ModalityAdapter):
+class MicroscopyAdapter(ChannelEmbeddings, ModalityAdapter):
     """Inputs {"pixels": [B, C, H, W], "channel_ids": [B, C]}: tokens per (channel, patch), coords (c, h, w)."""
 
     position_axes = (1, 2)  # sin-cos of (h, w); channel identity comes from the learned embedding
@@ -77,8 +76,7 @@ class MicroscopyAdapter(ModalityAdapter):
                          mask_ratio=mask_ratio, masking=masking, norm_pix_loss=norm_pix_loss)
         self.channels, self.img_size, self.patch_size = list(channels), img_size, patch_size
         self.channel_subset_prob, self.unknown_channel = channel_subset_prob, unknown_channel
-        self.channel_embed = nn.Parameter(torch.randn(len(channels), embed_dim) * 0.02)
-        self.decoder_channel_embed = nn.Parameter(torch.randn(len(channels), decoder_embed_dim) * 0.02)
+        self.add_channel_embeddings(len(channels), embed_dim, decoder_embed_dim)
 
     # --- tokens ---------------------------------------------------------------------------
     def pixels(self, x) -> torch.Tensor:
@@ -109,14 +107,11 @@ class MicroscopyAdapter(ModalityAdapter):
 
     def channel_table(self, decoder: bool) -> torch.Tensor:
         """[V + 1, D]: the vocabulary's channel embeddings and, last, the one for unknown names (their mean)."""
-        table = self.decoder_channel_embed if decoder else self.channel_embed
+        table = super().channel_table(decoder)
         return torch.cat([table, table.mean(0, keepdim=True)])
 
     def token_embeddings(self, patches: Patches, decoder: bool) -> torch.Tensor:
-        ids = patches.meta["channel_ids"].to(self.channel_embed.device)  # [C]
-        per_channel = self.channel_table(decoder)[ids]  # [C, D]
-        _, gh, gw = patches.grid
-        return per_channel.repeat_interleave(gh * gw, dim=0)  # [C*N, D], channel-major like the tokens
+        return self.channel_token_embeddings(patches, decoder, patches.meta["channel_ids"])
 
     # --- masking: random over channel x space, sometimes hiding whole channels ---------------
     def masking_params(self) -> dict:

@@ -48,6 +48,30 @@ def check_channels(in_chans: int, mean, std) -> None:
         raise ConfigError("std", f"must be positive, got {list(std)}")
 
 
+class ChannelEmbeddings:
+    """For adapters whose tokens are ChannelPatchTokenizer's (channel-major, coords (c, h, w)): channel
+    identity by a learned embedding per channel (CA-MAE), added to each token's sin-cos of (h, w).
+
+    The tables are the adapter's own parameters `channel_embed` [V, D] and `decoder_channel_embed`
+    [V, D_dec]: checkpoints hold them under these names."""
+
+    def add_channel_embeddings(self, channels: int, embed_dim: int, decoder_embed_dim: int) -> None:
+        self.channel_embed = nn.Parameter(torch.randn(channels, embed_dim) * 0.02)
+        self.decoder_channel_embed = nn.Parameter(torch.randn(channels, decoder_embed_dim) * 0.02)
+
+    def channel_table(self, decoder: bool) -> torch.Tensor:
+        """[V, D]: one row per channel index, for the encoder or (decoder=True) the decoder."""
+        return self.decoder_channel_embed if decoder else self.channel_embed
+
+    def channel_token_embeddings(self, patches: Patches, decoder: bool, ids: torch.Tensor | None = None) -> torch.Tensor:
+        """[C*N, D]: each token's channel row; `ids` [C] picks the batch's channels from the table (None:
+        the table's channels in order)."""
+        table = self.channel_table(decoder)
+        per_channel = table if ids is None else table[ids.to(table.device)]  # [C, D]
+        _, gh, gw = patches.grid
+        return per_channel.repeat_interleave(gh * gw, dim=0)  # [C*N, D], channel-major like the tokens
+
+
 class ModalityAdapter(nn.Module):
     modality: ClassVar[str] = "base"
     # which coordinate axes feed the fixed sin-cos positions (None: all); e.g. (1, 2) takes (h, w)

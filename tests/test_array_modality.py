@@ -97,6 +97,25 @@ def test_each_tokenizer_round_trips_and_trains(tokenizer, shape, masking):
     assert torch.isfinite(out.loss)
 
 
+def test_channel_tokens_are_told_apart_by_their_channel_embedding_in_encoder_and_decoder():
+    """As microscopy's (one shared home, omnimae.adapter.ChannelEmbeddings): every token of channel c
+    gets row c of the table on top of its sin-cos of (h, w); the tables keep their state-dict names."""
+    a = "modalities.array.adapter"
+    model = build_model(compose("pretrain", ["experiment=none", "modality=array", "model=vit_tiny", f"{a}.shape=[3,8,8]",
+                                             f"{a}.tokenizer=channel", f"{a}.patch_size=4"]))
+    adapter = model.adapters["array"]
+    assert {"adapters.array.channel_embed", "adapters.array.decoder_channel_embed"} <= set(model.state_dict())
+    p = adapter.tokenize(torch.randn(2, 3, 8, 8))
+    for decoder, table in ((False, adapter.channel_embed), (True, adapter.decoder_channel_embed)):
+        dim = model.decoder_embed_dim if decoder else model.embed_dim
+        extra = model.token_positions(p, adapter, decoder)[0] - model.pos_embed(p.coords[:, [1, 2]], dim)
+        for c in range(3):  # 4 patches per channel, channel-major
+            torch.testing.assert_close(extra[4 * c : 4 * c + 4], table[c].expand(4, -1))
+    plain = build_model(compose("pretrain", ["experiment=none", "modality=array", "model=vit_tiny", f"{a}.shape=[3,8,8]",
+                                             f"{a}.patch_size=4"])).adapters["array"]
+    assert not hasattr(plain, "channel_embed") and plain.token_embeddings(plain.tokenize(torch.randn(1, 3, 8, 8)), False) is None
+
+
 def test_config_mistakes_name_the_key():
     a = "modalities.array.adapter"
     base = ["experiment=none", "modality=array", "model=vit_tiny"]
