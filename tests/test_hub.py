@@ -205,3 +205,18 @@ def test_infer_rejects_other_layouts(tiny):
         del gap[k]
     with pytest.raises(CheckpointError, match=r"blocks are not numbered 0..n-1 \(found \[0, 2\]\)"):
         hub.infer_official_architecture(gap, num_heads=4, decoder_num_heads=2)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"patch_embed.proj.weight": (768, 3, 16, 8)}, r"patch_embed.proj.weight has non-square 16x8 patches"),
+    ({"pos_embed": (1, 1 + 195, 768)}, r"pos_embed \(1, 196, 768\) is not a CLS token plus a square grid"),
+    ({"pos_embed": (1, 1 + 196, 512)}, r"pos_embed \(1, 197, 512\) is not a CLS token plus a square grid"),
+    ({"decoder_embed.weight": (512, 640)}, r"decoder_embed.weight takes 640 features, the encoder gives 768"),
+    ({"decoder_blocks.0.mlp.fc1.weight": (1024, 512)}, r"encoder mlp_ratio 4.0 differs from the decoder's 2.0"),
+    ({"decoder_pred.weight": (700, 512)}, r"decoder_pred.weight predicts 700 values, not 16x16x3"),
+])
+def test_infer_names_shapes_that_do_not_fit_together(change, message):
+    sd = _shapes_only(768, 2, dec_depth=1)
+    sd.update({k: torch.zeros(()).expand(*shape) for k, shape in change.items()})
+    with pytest.raises(CheckpointError, match=f"mae.pth: {message}"):
+        hub.infer_official_architecture(sd, source="mae.pth")

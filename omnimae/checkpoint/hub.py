@@ -166,6 +166,29 @@ def _heads(given: int | None, dim: int, table: dict[int, int], what: str, arg: s
     return heads
 
 
+def _patch_grid(sd: Mapping[str, Any], source: str) -> tuple[int, int, int, int]:
+    """(embed_dim, in_chans, patch_size, side) of the square grid of square patches the stem and
+    the positions hold."""
+    embed_dim, in_chans, p, q = _shape(sd, "patch_embed.proj.weight", source, 4)
+    if p != q:
+        raise CheckpointError(f"{source}: patch_embed.proj.weight has non-square {p}x{q} patches")
+    _, tokens, pos_dim = _shape(sd, "pos_embed", source, 3)
+    side = int(round((tokens - 1) ** 0.5))
+    if side * side != tokens - 1 or pos_dim != embed_dim:
+        raise CheckpointError(f"{source}: pos_embed {tuple(sd['pos_embed'].shape)} is not a CLS token plus a square grid")
+    return embed_dim, in_chans, p, side
+
+
+def _mlp_ratio(sd: Mapping[str, Any], embed_dim: int, decoder_embed_dim: int, source: str) -> float:
+    """The encoder's MLP ratio, which the decoder must share (one mlp_ratio builds both)."""
+    mlp_ratio = _shape(sd, "blocks.0.mlp.fc1.weight", source, 2)[0] / embed_dim
+    if "decoder_blocks.0.mlp.fc1.weight" in sd:
+        dec_ratio = sd["decoder_blocks.0.mlp.fc1.weight"].shape[0] / decoder_embed_dim
+        if dec_ratio != mlp_ratio:
+            raise CheckpointError(f"{source}: encoder mlp_ratio {mlp_ratio} differs from the decoder's {dec_ratio}")
+    return mlp_ratio
+
+
 def infer_official_architecture(
     state_dict: Mapping[str, Any],
     num_heads: int | None = None,
@@ -177,22 +200,11 @@ def infer_official_architecture(
     from an official-layout state dict (or {'model': state_dict}). Head counts are not in the
     shapes: they default to the MAE paper's for its widths, otherwise pass them."""
     sd = state_dict["model"] if isinstance(state_dict.get("model"), Mapping) else state_dict
-    embed_dim, in_chans, p, q = _shape(sd, "patch_embed.proj.weight", source, 4)
-    if p != q:
-        raise CheckpointError(f"{source}: patch_embed.proj.weight has non-square {p}x{q} patches")
-    _, tokens, pos_dim = _shape(sd, "pos_embed", source, 3)
-    side = int(round((tokens - 1) ** 0.5))
-    if side * side != tokens - 1 or pos_dim != embed_dim:
-        raise CheckpointError(f"{source}: pos_embed {tuple(sd['pos_embed'].shape)} is not a CLS token plus a square grid")
+    embed_dim, in_chans, p, side = _patch_grid(sd, source)
     decoder_embed_dim, enc = _shape(sd, "decoder_embed.weight", source, 2)
     if enc != embed_dim:
         raise CheckpointError(f"{source}: decoder_embed.weight takes {enc} features, the encoder gives {embed_dim}")
-    hidden = _shape(sd, "blocks.0.mlp.fc1.weight", source, 2)[0]
-    mlp_ratio = hidden / embed_dim
-    if "decoder_blocks.0.mlp.fc1.weight" in sd:
-        dec_ratio = sd["decoder_blocks.0.mlp.fc1.weight"].shape[0] / decoder_embed_dim
-        if dec_ratio != mlp_ratio:
-            raise CheckpointError(f"{source}: encoder mlp_ratio {mlp_ratio} differs from the decoder's {dec_ratio}")
+    mlp_ratio = _mlp_ratio(sd, embed_dim, decoder_embed_dim, source)
     out_dim = _shape(sd, "decoder_pred.weight", source, 2)[0]
     if out_dim != p * p * in_chans:
         raise CheckpointError(f"{source}: decoder_pred.weight predicts {out_dim} values, not {p}x{p}x{in_chans}")
