@@ -53,14 +53,16 @@ _HF_TOP = {
 
 
 def hf_to_official(sd: StateDict) -> StateDict:
-    """Hugging Face ViTMAE names (separate q/k/v) -> the official layout (fused qkv)."""
+    """Hugging Face ViTMAE names (separate q/k/v) -> the official layout (fused qkv). The decoder's blocks are
+    `decoder.decoder_layers.N` in memory and in old hub files, `decoder.decoder_encoder.layer.N` in files that
+    transformers 5 writes with save_pretrained."""
     out: StateDict = {}
     for key, value in sd.items():
         k = key[4:] if key.startswith("vit.") else key
         if k in _HF_TOP:
             out[_HF_TOP[k]] = value
             continue
-        m = re.match(r"^(?:encoder\.layer|layers)\.(\d+)\.(.*)$", k) or re.match(r"^decoder\.decoder_layers\.(\d+)\.(.*)$", k)
+        m = re.match(r"^(?:encoder\.layer|layers)\.(\d+)\.(.*)$", k) or re.match(r"^decoder\.(?:decoder_layers|decoder_encoder\.layer)\.(\d+)\.(.*)$", k)
         if m:
             prefix = "blocks" if not k.startswith("decoder.") else "decoder_blocks"
             rest = m.group(2)
