@@ -156,7 +156,7 @@ def run_forecast(cfg: DictConfig) -> dict:
 
 # --- forecast-eval -----------------------------------------------------------------------------
 def run_forecast_eval(cfg: DictConfig):
-    from omnimae.forecast import evaluate as fe
+    from omnimae.forecast import eval as fe
 
     check_options(cfg, FORECAST_EVAL)
     known = {"naive": fe.naive, "seasonal_naive": fe.seasonal_naive, "ets": fe.ets, "theta": fe.theta}
