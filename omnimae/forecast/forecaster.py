@@ -34,7 +34,10 @@ def config_for_architecture(arch: dict) -> DictConfig:
 
 
 class Forecaster:
-    """Forecasts by reconstructing the masked right-hand columns of a rasterized series."""
+    """Forecasts by reconstructing the masked right-hand columns of a rasterized series.
+
+    The raster is the time-series modality's, taken through the forecasting contract (forecast/series.py);
+    the model's adapter may be any that takes 2D images (a time-series one lends its raster settings)."""
 
     def __init__(
         self,

@@ -159,7 +159,7 @@ def run_forecast_eval(cfg: DictConfig):
     from omnimae.forecast import eval as fe
 
     check_options(cfg, FORECAST_EVAL)
-    known = {"naive": fe.naive, "seasonal_naive": fe.seasonal_naive, "ets": fe.ets, "theta": fe.theta}
+    known = fe.BASELINES
     for b in cfg.baselines:
         if b not in known:
             raise ConfigError("baselines", f"unknown baseline {b!r}; choose from {sorted(known)}")
