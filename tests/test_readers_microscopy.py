@@ -191,6 +191,18 @@ def test_truncated_ome_tiff_is_an_error_naming_the_file(tmp_path, keep):
         read_tiff(cut, channel_axis=0)  # even with channel_axis set, nothing partial comes back
 
 
+def test_missing_and_empty_files_are_named_before_decoding(tmp_path):
+    """As the audio and video readers (omnimae.data.files.check_file): no decoder's own words for these."""
+    for name in ("empty.ome.tif", "empty.csv"):
+        (tmp_path / name).write_bytes(b"")
+    with raises_naming(tmp_path / "empty.ome.tif", "empty file (0 bytes)"):
+        read_tiff(tmp_path / "empty.ome.tif")
+    with raises_naming(tmp_path / "empty.csv", "empty file (0 bytes)"):
+        read_manifest(tmp_path / "empty.csv")
+    with raises_naming(tmp_path / "none.csv", "no such file"):
+        read_manifest(tmp_path / "none.csv")
+
+
 def test_truncated_plain_tiff_data_is_caught_before_decoding(tmp_path):
     p = tmp_path / "plain.tif"
     tifffile.imwrite(p, stack(c=1, h=64, w=64)[0], metadata=None)  # header first, pixel data after it

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from omnimae.data.crop import crop_starts, sample_generator
+from omnimae.data.files import check_file
 from omnimae.errors import DataError
 
 AUDIO_SUFFIXES = {".wav", ".flac", ".ogg"}
@@ -131,10 +132,7 @@ def audio_info(path: str | Path):
     import soundfile as sf
 
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file (0 bytes)")
+    check_file(path)
     try:
         wav = _wav_header(path)
     except OSError as e:

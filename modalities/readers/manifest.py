@@ -8,6 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
+from omnimae.data.files import check_file
 from omnimae.errors import DataError
 
 from .microscopy import TIFF_SUFFIXES, ChannelImage, arrange_axes, to_float32
@@ -83,8 +84,7 @@ def read_manifest(
 
 def _read_csv(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """The header (named, each column once) and the (line number, cells) records after it."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    check_file(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.reader(f)

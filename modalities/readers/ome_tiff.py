@@ -10,6 +10,7 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from omnimae.data.files import check_file
 from omnimae.errors import DataError
 
 from .microscopy import ChannelImage, arrange_axes, arrange_unnamed, channel_image
@@ -117,8 +118,7 @@ def read_tiff_array(path: Path) -> TiffArray:
     """The first series as decoded, with its metadata; checked for damage and truncation."""
     import tifffile
 
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
+    check_file(path)
     with _tifffile_errors() as logged:
         try:
             with tifffile.TiffFile(path) as tif:

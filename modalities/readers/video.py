@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from omnimae.data.crop import crop_starts
+from omnimae.data.files import check_file
 from omnimae.errors import ConfigError, DataError
 
 VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi"}
@@ -26,10 +27,7 @@ def _why(e: Exception) -> str:
 
 
 def _open(path: Path):
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise DataError(f"{path}: empty file (0 bytes)")
+    check_file(path)
     try:
         return av.open(str(path), mode="r")
     except Exception as e:

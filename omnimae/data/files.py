@@ -16,6 +16,14 @@ from omnimae.errors import DataError
 log = logging.getLogger("omnimae")
 
 
+def check_file(path: Path) -> None:
+    """A data file must exist and hold bytes: otherwise a DataError naming it, before any decoder
+    reports the same in its own words."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise DataError(f"{path}: empty file (0 bytes)")
+
 
 def _subfolders(root: Path) -> list[Path]:
     return sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
