@@ -9,7 +9,7 @@ import torch
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import v2 as T
 
-from omnimae.adapter import ModalityAdapter, check_channels, register_modality
+from omnimae.adapter import ModalityAdapter, check_channels, check_patch_grid, register_modality
 from omnimae.data.crop import global_rng_from
 from omnimae.data.protocol import SampleSet, Split
 from omnimae.errors import ConfigError
@@ -40,8 +40,7 @@ class ImageAdapter(ModalityAdapter):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ):
-        if patch_size < 1 or img_size < patch_size or img_size % patch_size:
-            raise ConfigError("img_size", f"{img_size} must be a positive multiple of patch_size {patch_size}")
+        check_patch_grid(img_size, patch_size)
         check_channels(in_chans, mean, std)
         super().__init__(
             embed_dim=embed_dim,

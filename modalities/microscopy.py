@@ -18,7 +18,7 @@ from einops import rearrange
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from omnimae.adapter import ChannelEmbeddings, ModalityAdapter, minmax, register_modality
+from omnimae.adapter import ChannelEmbeddings, ModalityAdapter, check_patch_grid, minmax, register_modality
 from omnimae.data.crop import crop_starts, cut, sample_generator, standardize_sample_crop
 from omnimae.data.files import DecodedCache, folder_splits, hold_out
 from omnimae.data.protocol import SampleSet
@@ -66,8 +66,7 @@ class MicroscopyAdapter(ChannelEmbeddings, ModalityAdapter):
     ):
         if not channels or len(set(channels)) != len(channels):
             raise ConfigError("channels", f"must be a list of distinct channel names, got {list(channels)}")
-        if patch_size < 1 or img_size < patch_size or img_size % patch_size:
-            raise ConfigError("img_size", f"{img_size} must be a positive multiple of patch_size {patch_size}")
+        check_patch_grid(img_size, patch_size)
         if not 0 <= channel_subset_prob <= 1:
             raise ConfigError("channel_subset_prob", f"must lie in [0, 1], got {channel_subset_prob}")
         if unknown_channel not in ("shared", "error"):

@@ -27,7 +27,7 @@ from einops import rearrange
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from omnimae.adapter import ModalityAdapter, check_channels, register_modality
+from omnimae.adapter import ModalityAdapter, check_channels, check_patch_grid, register_modality
 from omnimae.data.crop import crop_starts, cut, sample_generator
 from omnimae.data.skip import SkipBudget, budget_for, load_or_stand_in, scan_splits
 from omnimae.data.files import folder_splits
@@ -69,10 +69,7 @@ class VideoAdapter(ModalityAdapter):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ):
-        if patch_size < 1:
-            raise ConfigError("patch_size", f"must be at least 1, got {patch_size}")
-        if img_size < patch_size or img_size % patch_size:
-            raise ConfigError("img_size", f"{img_size} must be a positive multiple of patch_size {patch_size}")
+        check_patch_grid(img_size, patch_size)
         if tubelet_size < 1:
             raise ConfigError("tubelet_size", f"must be at least 1, got {tubelet_size}")
         if num_frames < tubelet_size or num_frames % tubelet_size:

@@ -48,6 +48,14 @@ def check_channels(in_chans: int, mean, std) -> None:
         raise ConfigError("std", f"must be positive, got {list(std)}")
 
 
+def check_patch_grid(img_size: int, patch_size: int) -> None:
+    """Shared checks of a square image's patch grid: patch_size at least 1, img_size a multiple of it."""
+    if patch_size < 1:
+        raise ConfigError("patch_size", f"must be at least 1, got {patch_size}")
+    if img_size < patch_size or img_size % patch_size:
+        raise ConfigError("img_size", f"{img_size} must be a positive multiple of patch_size {patch_size}")
+
+
 class ChannelEmbeddings:
     """For adapters whose tokens are ChannelPatchTokenizer's (channel-major, coords (c, h, w)): channel
     identity by a learned embedding per channel (CA-MAE), added to each token's sin-cos of (h, w).

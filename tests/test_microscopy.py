@@ -92,6 +92,19 @@ def test_config_errors_name_the_key():
             build_model(compose("pretrain", M + [override]))
 
 
+@pytest.mark.parametrize("modality", ["image", "microscopy", "video"])
+def test_square_patch_grids_are_checked_alike(modality):
+    """One check (omnimae.adapter.check_patch_grid) for every square image grid: a patch_size below 1 is
+    named as patch_size, an img_size that is not a positive multiple of it as img_size."""
+    import omnimae.modalities  # noqa: F401  (registers the adapters)
+    from omnimae.adapter import MODALITIES
+
+    kw = {"channels": ["dna"]} if modality == "microscopy" else {}
+    for img_size, patch_size, key in ((32, 0, "patch_size"), (32, -4, "patch_size"), (30, 8, "img_size"), (8, 16, "img_size")):
+        with pytest.raises(ConfigError, match=rf"^{key}: "):
+            MODALITIES[modality](embed_dim=8, decoder_embed_dim=8, img_size=img_size, patch_size=patch_size, **kw)
+
+
 def write_ome(path, names, seed, size=40):
     import tifffile
 
