@@ -28,7 +28,7 @@ ARCHS = {
 def main() -> None:
     from visionts import VisionTS, model as vmodel, models_mae
 
-    from omnimae.forecast.forecaster import Forecaster
+    from omnimae.forecasting.forecaster import Forecaster
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--arch", default="base", choices=sorted(ARCHS))

@@ -24,7 +24,7 @@ class TimeSeriesAdapter(ImageAdapter):
     """Rasterized series through 2D patches; in training, right-hand (future) masks mix with random ones."""
 
     maskings = ("future_or_random", "random")
-    # the forecasting contract (omnimae.forecast.series.SeriesModality): forecasting reaches these through
+    # the forecasting contract (omnimae.forecasting.series.SeriesModality): forecasting reaches these through
     # the registry, as MODALITIES["timeseries"].<name>, since a use never imports a modality module
     eps_modes = EPS_MODES
     interpolations = tuple(INTERPOLATIONS)

@@ -135,8 +135,8 @@ def forecast(series, horizon: int, periodicity: int = 1, checkpoint: PathLike | 
              device: str = "cpu") -> np.ndarray:
     """Zero-shot forecast of a series [T] or [T, V] (a NumPy array or anything array-like) -> [horizon] or
     [horizon, V], with the shipped forecaster or a checkpoint's model."""
-    from omnimae.forecast.forecaster import Forecaster
-    from omnimae.forecast.run import default_checkpoint
+    from omnimae.forecasting.forecaster import Forecaster
+    from omnimae.forecasting.run import default_checkpoint
 
     values = np.asarray(series, dtype=np.float64)
     if values.ndim not in (1, 2):

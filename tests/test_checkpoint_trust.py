@@ -22,7 +22,7 @@ from omnimae.config.build import build_model
 from omnimae.checkpoint.format import load_model, read_checkpoint, save_safetensors
 from omnimae.cli import compose, main
 from omnimae.errors import CheckpointError
-from omnimae.forecast.forecaster import Forecaster
+from omnimae.forecasting.forecaster import Forecaster
 from omnimae.train.pretrain import pretrain
 
 TINY = ["experiment=none", "model=vit_tiny", "modality=image", "modalities.image.adapter.img_size=16",

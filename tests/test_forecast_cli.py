@@ -54,7 +54,7 @@ def test_forecast_csv_in_csv_and_png_out(checkpoint, airline_csv, tmp_path, caps
 def test_forecast_matches_the_python_api_and_writes_netcdf(checkpoint, airline_csv, tmp_path):
     import xarray as xr
 
-    from omnimae.forecast.forecaster import Forecaster
+    from omnimae.forecasting.forecaster import Forecaster
 
     out = tmp_path / "fc.nc"
     assert main(["forecast", f"checkpoint={checkpoint[0]}", f"input={airline_csv}", f"output={out}", "horizon=6",
@@ -138,7 +138,7 @@ def test_forecast_eval_scores_the_checkpoint_beside_baselines(checkpoint, tmp_pa
 
 def test_the_shipped_forecaster_is_the_default_and_beats_naive_on_a_seasonal_series(airline_csv, tmp_path, capsys):
     """The packaged checkpoint loads from the install with no argument and forecasts a clean seasonal series."""
-    from omnimae.forecast.run import default_checkpoint
+    from omnimae.forecasting.run import default_checkpoint
 
     path = default_checkpoint()
     assert path.stat().st_size < 10 * 2**20  # a few MB (float16 weights)

@@ -33,7 +33,7 @@ def test_forecaster_on_cuda_equals_cpu():
 
     from omnimae.config.build import build_model
     from omnimae.config.compose import compose
-    from omnimae.forecast.forecaster import Forecaster
+    from omnimae.forecasting.forecaster import Forecaster
 
     a = "modalities.timeseries.adapter"
     torch.manual_seed(0)

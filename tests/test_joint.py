@@ -7,7 +7,7 @@ import torch
 
 from omnimae.checkpoint.format import load_model, read_checkpoint
 from omnimae.config.compose import compose
-from omnimae.forecast.forecaster import Forecaster
+from omnimae.forecasting.forecaster import Forecaster
 from omnimae.train.pretrain import pretrain
 from omnimae.data.samplers import SeededSampler
 from omnimae.train.loaders import MixedLoader, ResumableLoader

@@ -8,8 +8,8 @@ import pandas as pd
 import pytest
 
 from omnimae.errors import DataError, OutputError
-from omnimae.forecast.plot import plot_forecast
-from omnimae.forecast.write import write_forecast
+from omnimae.forecasting.plot import plot_forecast
+from omnimae.forecasting.write import write_forecast
 from omnimae.modalities.readers.series import SeriesTable, read_series
 from omnimae.modalities.readers.series_index import future_index, periodicity_candidates
 

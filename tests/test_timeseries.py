@@ -7,7 +7,7 @@ import torch
 from omnimae.config.build import build_data, build_model
 from omnimae.config.compose import compose
 from omnimae.errors import ConfigError
-from omnimae.forecast.forecaster import Forecaster
+from omnimae.forecasting.forecaster import Forecaster
 from omnimae.modalities.raster import RasterGeometry, rasterize, read_back
 from omnimae.modalities.timeseries import synthetic_series
 from omnimae.train.pretrain import pretrain
@@ -234,7 +234,7 @@ def test_forecasting_finds_the_time_series_modality_through_the_registry():
     import inspect
 
     from omnimae.adapter import MODALITIES
-    from omnimae.forecast.series import SERIES, SeriesModality
+    from omnimae.forecasting.series import SERIES, SeriesModality
 
     assert SERIES is MODALITIES["timeseries"]
     for name in SeriesModality.__annotations__:

@@ -8,7 +8,7 @@ import torch
 visionts = pytest.importorskip("visionts")
 from visionts import models_mae  # noqa: E402
 
-from omnimae.forecast.forecaster import Forecaster  # noqa: E402
+from omnimae.forecasting.forecaster import Forecaster  # noqa: E402
 
 SMALL = dict(patch_size=16, embed_dim=64, depth=2, num_heads=4, decoder_embed_dim=32, decoder_depth=1,
              decoder_num_heads=4, mlp_ratio=4, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6))

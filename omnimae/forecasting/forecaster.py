@@ -16,7 +16,7 @@ from omnimae.checkpoint.convert import convert_to_omnimae, detect_layout, hf_to_
 from omnimae.checkpoint.format import load_weights, read_checkpoint, rebuild_model, state_dict_of
 from omnimae.errors import CheckpointError, ConfigError, DataError
 from omnimae.model import MaskedAutoencoder
-from omnimae.forecast.series import SERIES, RasterGeometry
+from omnimae.forecasting.series import SERIES, RasterGeometry
 
 DEFAULT_RASTER = {"norm_const": 0.4, "align_const": 0.4, "interpolation": "bilinear"}
 

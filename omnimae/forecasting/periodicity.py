@@ -5,8 +5,8 @@ import numpy as np
 from omegaconf import DictConfig
 
 from omnimae.errors import DataError
-from omnimae.forecast.forecaster import Forecaster, context_length, predict
-from omnimae.forecast.series import SERIES, SeriesTable
+from omnimae.forecasting.forecaster import Forecaster, context_length, predict
+from omnimae.forecasting.series import SERIES, SeriesTable
 
 CANDIDATES_WITHOUT_INDEX = [1, 4, 7, 12, 24, 52]
 

@@ -7,8 +7,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from omnimae.forecast.series import SERIES, SeriesTable
-from omnimae.forecast.write import check_forecast
+from omnimae.forecasting.series import SERIES, SeriesTable
+from omnimae.forecasting.write import check_forecast
 from omnimae.io import atomic_path, refuse_overwrite
 
 MAX_PANELS = 8

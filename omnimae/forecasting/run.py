@@ -12,11 +12,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from omnimae.errors import CheckpointError, ConfigError, DataError
-from omnimae.forecast.forecaster import Forecaster, context_length, predict
-from omnimae.forecast.periodicity import choose_periodicity
-from omnimae.forecast.plot import plot_forecast
-from omnimae.forecast.series import SERIES
-from omnimae.forecast.write import write_forecast
+from omnimae.forecasting.forecaster import Forecaster, context_length, predict
+from omnimae.forecasting.periodicity import choose_periodicity
+from omnimae.forecasting.plot import plot_forecast
+from omnimae.forecasting.series import SERIES
+from omnimae.forecasting.write import write_forecast
 from omnimae.io import check_writable, refuse_overwrite
 
 DEFAULT_CHECKPOINT = "weights/forecaster.safetensors"
@@ -156,7 +156,7 @@ def run_forecast(cfg: DictConfig) -> dict:
 
 # --- forecast-eval -----------------------------------------------------------------------------
 def run_forecast_eval(cfg: DictConfig):
-    from omnimae.forecast import eval as fe
+    from omnimae.forecasting import eval as fe
 
     check_options(cfg, FORECAST_EVAL)
     known = fe.BASELINES

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from omnimae.errors import DataError
-from omnimae.forecast.series import SERIES, SeriesTable
+from omnimae.forecasting.series import SERIES, SeriesTable
 from omnimae.io import atomic_path, refuse_overwrite
 
 

@@ -8,14 +8,14 @@ MSE, MASE and sMAPE (metrics.py) over the windows. Four baselines are included (
 `naive`, `seasonal_naive`, `ets`, `theta`); a forecaster is any `fn(context, horizon, periodicity)
 -> array[horizon]`. charts.py makes the tables and the MASE chart.
 
-    from omnimae.forecast.eval import BASELINES, run_forecast_eval
+    from omnimae.forecasting.eval import BASELINES, run_forecast_eval
     run_forecast_eval(BASELINES, "runs/forecast_eval")
 """
-from omnimae.forecast.eval.backtest import RESULT_FILES, check_output_dir, evaluate, rolling_origins, run_forecast_eval
-from omnimae.forecast.eval.baselines import BASELINES, ForecastFn, ets, naive, seasonal_naive, theta
-from omnimae.forecast.eval.charts import format_table, mase_bar_chart, summary
-from omnimae.forecast.eval.metrics import METRICS, mae, mase, mase_scale, mse, smape
-from omnimae.forecast.eval.suite import (
+from omnimae.forecasting.eval.backtest import RESULT_FILES, check_output_dir, evaluate, rolling_origins, run_forecast_eval
+from omnimae.forecasting.eval.baselines import BASELINES, ForecastFn, ets, naive, seasonal_naive, theta
+from omnimae.forecasting.eval.charts import format_table, mase_bar_chart, summary
+from omnimae.forecasting.eval.metrics import METRICS, mae, mase, mase_scale, mse, smape
+from omnimae.forecasting.eval.suite import (
     SUITE, SuiteEntry, load_airline, load_co2, load_elnino, load_lynx, load_nile, load_sunspots, load_taylor,
 )
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 
 from omnimae.errors import OutputError
-from omnimae.forecast.eval.baselines import ForecastFn
-from omnimae.forecast.eval.charts import format_table, mase_bar_chart, summary
-from omnimae.forecast.eval.metrics import METRICS, mae, mase_scale, mse, smape
-from omnimae.forecast.eval.suite import SUITE, SuiteEntry
+from omnimae.forecasting.eval.baselines import ForecastFn
+from omnimae.forecasting.eval.charts import format_table, mase_bar_chart, summary
+from omnimae.forecasting.eval.metrics import METRICS, mae, mase_scale, mse, smape
+from omnimae.forecasting.eval.suite import SUITE, SuiteEntry
 from omnimae.io import atomic_path, check_writable
 
 

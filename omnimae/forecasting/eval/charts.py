@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from omnimae.forecast.eval.metrics import METRICS
+from omnimae.forecasting.eval.metrics import METRICS
 from omnimae.io import atomic_path
 
 
