@@ -11,14 +11,13 @@ Every model these functions return carries its resolved config as `model.config`
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 from omnimae.data.batch import to_device
 from omnimae.errors import ConfigError
@@ -86,19 +85,10 @@ def read_file(model: MaskedAutoencoder, path: PathLike, modality: str | None = N
     """One file as a model-space batch of one, read by the modality's data source with the model's settings."""
     from torch.utils.data import default_collate
 
-    from omnimae.config.build import build_data
+    from omnimae.config.build import data_over
 
     modality = _modality(model, modality)
-    cfg = copy.deepcopy(_config_of(model))
-    if "data" not in cfg.modalities[modality] or cfg.modalities[modality].data is None:
-        raise ConfigError(f"modalities.{modality}.data", "the model's config has no data source to read files with")
-    with open_dict(cfg):
-        node = cfg.modalities[modality].data
-        node.root, node.val_fraction = str(Path(path).expanduser()), 0.0
-        for extra in ("builtin", "image_root", "manifest"):
-            if extra in node:
-                node[extra] = None
-    dataset = build_data(cfg)[modality].dataset("train", train=False)
+    dataset = data_over(_config_of(model), modality, path).dataset("train", train=False)
     dataset.stand_ins = False  # this file or an error, never another file's data
     return default_collate([dataset[0]])
 

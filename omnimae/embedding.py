@@ -7,12 +7,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from omnimae.data.batch import to_device
-from omnimae.config.build import build_data
+from omnimae.config.build import build_data, data_over
 from omnimae.checkpoint.format import load_model
 from omnimae.errors import ConfigError, DataError
 from omnimae.io import atomic_path, refuse_overwrite
@@ -76,10 +76,8 @@ def _splits(data, given: tuple[str, Path] | None) -> dict:
         raise
 
 
-@torch.no_grad()
 def run_embed(cfg: DictConfig):
-    import xarray as xr
-
+    """`omnimae embed`: one row per file (or sample) of the checkpoint's frozen encoder features, to .nc or .zarr."""
     path = latest_checkpoint() if cfg.checkpoint == "latest" else Path(cfg.checkpoint)
     out = Path(cfg.output)
     if out.suffix not in (".nc", ".zarr"):
@@ -91,74 +89,88 @@ def run_embed(cfg: DictConfig):
     if modality not in model.adapters:
         raise ConfigError("modality", f"{modality!r} is not in the checkpoint (it has {list(model.adapters)})")
     pools = check_pools(cfg.pool)
-    if given is not None:  # a folder, or one file: the source built over that file alone
-        with open_dict(mcfg):
-            node = mcfg.modalities[modality].data
-            node.root, node.val_fraction = str(given[1]), 0.0
-            for extra in ("builtin", "image_root"):  # only the folder asked for (no built-in set, no image clips)
-                if extra in node:
-                    node[extra] = None
-    data = build_data(mcfg)[modality]
-    listed = _splits(data, given)
-    device = resolve_device(cfg.device)
-    model.eval().to(device)
-    adapter = model.adapters[modality]
-    feats: dict[str, list] = {p: [] for p in pools}
-    groups: list[dict[str, np.ndarray]] = []  # per-sample features by group name (e.g. per channel)
-    names, files, splits, labels = [], [], [], []
-    root = str(given[1]) if given else data.root
+    # a folder, or one file: the source built over that alone; else the data the checkpoint was trained on
+    data = data_over(mcfg, modality, given[1]) if given is not None else build_data(mcfg)[modality]
+    model.eval().to(resolve_device(cfg.device))
+    rows = _embed_splits(model, modality, data, _splits(data, given), pools, cfg.batch_size,
+                         str(given[1]) if given else data.root)
+    ds_out = _as_dataset(rows, pools, model.embed_dim, attrs={"checkpoint": str(path), "modality": modality})
+    _write(ds_out, out)
+    print(f"embedded {len(rows['names'])} samples of {modality} ({', '.join(pools)} pooling, dim {model.embed_dim}) -> {out}")
+    return ds_out
+
+
+@torch.no_grad()
+def _embed_splits(model, modality: str, data, listed: dict, pools: list[str], batch_size: int, root) -> dict:
+    """Features of every sample of every split, in file order, with their names, files, splits and labels."""
+    adapter, device = model.adapters[modality], next(model.parameters()).device
+    rows: dict[str, list] = {"names": [], "files": [], "splits": [], "labels": [], "groups": []}
+    rows.update({p: [] for p in pools})
     for split, (source, split_labels) in listed.items():
         if not len(split_labels):
             continue
         ds = data.dataset(split, train=False)
         ds.stand_ins = False  # a file that fails now must fail, not lend its row another file's embedding
-        loader, order, batch_groups = _loader(ds, cfg.batch_size)
-        split_feats: dict[str, list] = {p: [] for p in pools}
-        split_groups: list[dict[str, np.ndarray]] = []
+        loader, order, batch_groups = _loader(ds, batch_size)
+        feats: dict[str, list] = {p: [] for p in pools}
+        groups: list[dict[str, np.ndarray]] = []  # per-sample features by group name (e.g. per channel)
         for x, group in zip(tqdm(loader, desc=f"embed {split}", leave=False), batch_groups):
             patches = adapter.tokenize(to_device(x, device))
             latent = model.forward_encoder(patches, adapter, ids_keep=None)  # [B, 1 + N, D]
             for p in pools:
-                split_feats[p].append(pool_tokens(latent, p).float().cpu())
+                feats[p].append(pool_tokens(latent, p).float().cpu())
             by_name = {k: v.float().cpu().numpy() for k, v in adapter.group_features(latent[:, 1:], patches, group).items()}
             if by_name:  # e.g. per channel, named as the batch's files name their channels
-                split_groups += [{k: v[i] for k, v in by_name.items()} for i in range(latent.shape[0])]
+                groups += [{k: v[i] for k, v in by_name.items()} for i in range(latent.shape[0])]
         back = torch.as_tensor(np.argsort(order))  # batches came grouped: put the samples back in file order
         for p in pools:
-            feats[p].append(torch.cat(split_feats[p])[back])
-        groups += [split_groups[i] for i in back.tolist()] if split_groups else []
-        n, f = _names(source, split, root, len(ds))
-        names += n
-        files += f
-        splits += [split] * len(ds)
-        labels += list(split_labels)
+            rows[p].append(torch.cat(feats[p])[back])
+        rows["groups"] += [groups[i] for i in back.tolist()] if groups else []
+        names, files = _names(source, split, root, len(ds))
+        rows["names"] += names
+        rows["files"] += files
+        rows["splits"] += [split] * len(ds)
+        rows["labels"] += list(split_labels)
+    return rows
+
+
+def _as_dataset(rows: dict, pools: list[str], dim: int, attrs: dict):
+    """The rows as an xarray Dataset: embedding_<pool> (sample, dim), and embedding_channel (sample, channel,
+    dim) where the adapter has groups, NaN where a sample lacks the channel."""
+    import xarray as xr
+
     ds_out = xr.Dataset(
-        {f"embedding_{p}": (("sample", "dim"), torch.cat(v).numpy()) for p, v in feats.items()},
-        coords={"sample": np.arange(len(names)), "file": ("sample", names), "source": ("sample", files), "split": ("sample", splits),
-                "label": ("sample", np.asarray(labels, dtype=np.int64))},
-        attrs={"checkpoint": str(path), "modality": modality},
+        {f"embedding_{p}": (("sample", "dim"), torch.cat(rows[p]).numpy()) for p in pools},
+        coords={"sample": np.arange(len(rows["names"])), "file": ("sample", rows["names"]),
+                "source": ("sample", rows["files"]), "split": ("sample", rows["splits"]),
+                "label": ("sample", np.asarray(rows["labels"], dtype=np.int64))},
+        attrs=attrs,
     )
-    if groups:  # e.g. per-channel embeddings: (sample, channel, dim), NaN where a sample lacks the channel
+    groups = rows["groups"]
+    if groups:
         group_names = sorted({k for g in groups for k in g})
-        table = np.full((len(groups), len(group_names), model.embed_dim), np.nan, dtype=np.float32)
+        table = np.full((len(groups), len(group_names), dim), np.nan, dtype=np.float32)
         for i, g in enumerate(groups):
             for j, name in enumerate(group_names):
                 if name in g:
                     table[i, j] = g[name]
         ds_out["embedding_channel"] = (("sample", "channel", "dim"), table)
         ds_out = ds_out.assign_coords(channel=group_names)
+    return ds_out
+
+
+def _write(ds_out, out: Path) -> None:
+    """netCDF through a temporary file; a zarr store (a folder) written beside the target, then swapped in."""
     if out.suffix == ".nc":
         with atomic_path(out) as tmp:
             ds_out.to_netcdf(tmp)
-    else:  # a zarr store is a folder: write it beside the target, then swap it into place
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
-            ds_out.to_zarr(tmp / "store.zarr", zarr_format=2)  # v2: string coordinates have a stable spec
-            if out.exists():  # (overwrite=true) the old store moves aside first, so one of the two is always whole
-                out.rename(tmp / "old.zarr")
-            (tmp / "store.zarr").rename(out)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print(f"embedded {len(names)} samples of {modality} ({', '.join(pools)} pooling, dim {model.embed_dim}) -> {out}")
-    return ds_out
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        ds_out.to_zarr(tmp / "store.zarr", zarr_format=2)  # v2: string coordinates have a stable spec
+        if out.exists():  # (overwrite=true) the old store moves aside first, so one of the two is always whole
+            out.rename(tmp / "old.zarr")
+        (tmp / "store.zarr").rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

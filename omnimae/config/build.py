@@ -2,16 +2,18 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_object, instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from omnimae.config.schema import ModalityRun, OptimConfig, check_model, check_node, check_targets
 from omnimae.errors import ConfigError
 from omnimae.hardware import Choice, settle
 from omnimae.model import MaskedAutoencoder
+from omnimae.objectives import OBJECTIVES, MaskedMSE, Objective
 
 ADAPTER_DIMS = ("embed_dim", "decoder_embed_dim")
 log = logging.getLogger("omnimae")
@@ -44,6 +46,8 @@ def validate(cfg: DictConfig) -> dict[str, Choice]:
         raise ConfigError("modalities", "no modality selected (e.g. modality=image)")
     provided = {f"modalities.{m}.adapter": ADAPTER_DIMS for m in cfg.modalities}
     provided["model"] = ("adapters",)
+    for m, node in cfg.modalities.items():  # before check_targets, whose message for a bad target lists nothing
+        build_objective(node.get("loss"), f"modalities.{m}.loss")
     check_targets(cfg, provided=provided, own={"trainer": ("threads",)})
     check_model(cfg.model)
     check_node(cfg.optim, OptimConfig, "optim")
@@ -99,33 +103,62 @@ def _check_callbacks(node) -> None:
             raise ConfigError(f"callbacks.{key}", f"expected {expected}, got {value!r}" + (f" ({note})" if note else ""))
 
 
+def build_objective(node: DictConfig | None, path: str) -> Objective:
+    """A modality's loss node -> its objective; no node (configs and checkpoints from before objectives
+    were configurable) is the MAE paper's masked MSE. The target must be an omnimae.objectives.Objective
+    (omnimae's own or a plug-in's subclass); else a ConfigError at path listing omnimae's own."""
+    if node is None:
+        return MaskedMSE()
+    known = ", ".join(OBJECTIVES)
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ConfigError(path, f"expected a node with a _target_, one of {known}; got {node!r}")
+    try:
+        target = get_object(node._target_)
+    except Exception:
+        target = None
+    if not (isinstance(target, type) and issubclass(target, Objective)):
+        raise ConfigError(f"{path}._target_", f"unknown loss {node._target_!r}; known: {known} (or a subclass of "
+                                              "omnimae.objectives.Objective)")
+    check_node(node, target, path)
+    return _prefixed(path, instantiate, node)
+
+
 def build_model(cfg: DictConfig) -> MaskedAutoencoder:
-    adapters = {}
+    adapters, objectives = {}, {}
     for m, node in cfg.modalities.items():
         dims = {k: cfg.model[k] for k in ADAPTER_DIMS}
         adapters[m] = _prefixed(f"modalities.{m}.adapter", instantiate, node.adapter, **dims)
-    model = _prefixed("model", instantiate, cfg.model, adapters=adapters, _convert_="object")
+        objectives[m] = build_objective(node.get("loss"), f"modalities.{m}.loss")
+    model = _prefixed("model", instantiate, cfg.model, adapters=adapters, objectives=objectives, _convert_="object")
     model.config = OmegaConf.create({k: OmegaConf.to_container(cfg[k], resolve=True) for k in ("model", "modalities")})
     return model
 
 
 def check_mask_ratios(model: MaskedAutoencoder) -> None:
     """Each modality's mask_ratio must leave tokens visible and hide some at its token count N (the
-    MAE rule keeps int(N x (1 - ratio)); else a masking keeps one token anyway, or hides nothing):
-    tried once on the adapter's example input, before training, naming the key with the counts."""
+    MAE rule keeps int(N x (1 - ratio)); else a masking keeps one token anyway, or hides nothing), at
+    every step of its schedule: tried on the adapter's example input at the schedule's least and
+    greatest ratios (its ends and plateaus), before training, naming the key with the counts."""
     generator = torch.Generator().manual_seed(0)
     for m, adapter in model.adapters.items():
         patches = adapter.tokenize(adapter.example_input(1, generator))
-        n, ratio = patches.values.shape[1], adapter.mask_ratio
-        hidden = int(adapter.mask(patches, generator=generator).mask.sum())
-        if int(n * (1 - ratio)) < 1 or hidden == n:
-            problem = (f"{ratio} leaves no visible token of the {n}: int({n} x (1 - {ratio})) = {int(n * (1 - ratio))}; "
-                       f"at {n} tokens it can be at most {1 - 1 / n:.4g}")
-        elif hidden == 0:
-            problem = f"{ratio} hides none of the {n} tokens with {adapter.masking} masking; raise it"
-        else:
-            continue
-        raise ConfigError(f"modalities.{m}.adapter.mask_ratio", problem)
+        n = patches.values.shape[1]
+        for key, ratio in adapter.mask_ratio_schedule.corners():
+            problem = _mask_ratio_problem(adapter, patches, ratio, generator)
+            if problem:
+                raise ConfigError(f"modalities.{m}.adapter.{key}", problem)
+
+
+def _mask_ratio_problem(adapter, patches, ratio: float, generator: torch.Generator) -> str | None:
+    """Why this ratio fails at the adapter's token count (None: it fits), its mask drawn at this ratio."""
+    n = patches.values.shape[1]
+    hidden = int(adapter.mask(patches, generator=generator, mask_ratio=ratio).mask.sum())
+    if int(n * (1 - ratio)) < 1 or hidden == n:
+        return (f"{ratio} leaves no visible token of the {n}: int({n} x (1 - {ratio})) = {int(n * (1 - ratio))}; "
+                f"at {n} tokens it can be at most {1 - 1 / n:.4g}")
+    if hidden == 0:
+        return f"{ratio} hides none of the {n} tokens with {adapter.masking} masking; raise it"
+    return None
 
 
 def build_data(cfg: DictConfig) -> dict[str, Any]:
@@ -135,3 +168,22 @@ def build_data(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError(f"modalities.{m}.data", "no data source configured for this modality")
         out[m] = _prefixed(f"modalities.{m}.data", instantiate, node.data)
     return out
+
+
+def data_over(cfg: DictConfig, modality: str, root: str | Path):
+    """The modality's data source (as cfg configures it) over one folder or file alone: no held-out split, no
+    built-in set, no extra image folder, no manifest. What embed and the Python API read files with."""
+    import copy
+
+    from omegaconf import open_dict
+
+    cfg = copy.deepcopy(cfg)
+    if cfg.modalities[modality].get("data") is None:
+        raise ConfigError(f"modalities.{modality}.data", "no data source configured to read files with")
+    with open_dict(cfg):
+        node = cfg.modalities[modality].data
+        node.root, node.val_fraction = str(Path(root).expanduser()), 0.0
+        for extra in ("builtin", "image_root", "manifest"):
+            if extra in node:
+                node[extra] = None
+    return build_data(cfg)[modality]
