@@ -88,14 +88,15 @@ class MixedLoader:
         """An iterator over round `round_` of modality m's loader (a fresh, reproducible order each
         round), `skip` batches in."""
         loader = self.loaders[m]
-        for sampler in (getattr(loader, "sampler", None), getattr(loader, "batch_sampler", None)):
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(self.epoch * 1000 + round_)
-        if skip and hasattr(loader, "load_state_dict"):
-            loader.load_state_dict({"batches": skip})
+        if isinstance(loader, ResumableLoader):  # omnimae's loaders: seeded samplers, skipping without loading
+            for sampler in (loader.sampler, loader.batch_sampler):
+                if isinstance(sampler, (SeededSampler, GroupedBatchSampler)):
+                    sampler.set_epoch(self.epoch * 1000 + round_)
+            if skip:
+                loader.load_state_dict({"batches": skip})
             return iter(loader)
-        it = iter(loader)
-        for _ in range(skip):  # a plain iterable: skip by drawing
+        it = iter(loader)  # any other iterable (tests, plain lists): one order, skipped by drawing
+        for _ in range(skip):
             next(it)
         return it
 
