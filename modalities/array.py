@@ -98,6 +98,7 @@ class ArrayAdapter(ChannelEmbeddings, ModalityAdapter):
 def read_array(path: str | Path, dims: Sequence[str] | None, variable: str | None) -> np.ndarray:
     """One sample as float32, its axes ordered as `dims` (names for netCDF/zarr; positions are kept for .npy/.tif).
     Only bool, integer and float data is accepted (not strings, dates, complex numbers or objects)."""
+    # long: one branch per file format, each short
     path = Path(path)
     suffix = path.suffix.lower()  # as find_files matches them: UPPER.NPY, x.OME.TIF
     if suffix not in ARRAY_SUFFIXES:

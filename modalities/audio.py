@@ -203,6 +203,7 @@ def compute_stats(
     the AudioSet defaults were computed; every file under root (train/ and val/ included).
     Per-file moments are merged in float64 (Chan et al.), so long runs do not lose precision.
     """
+    # long: one streaming pass (Chan's merge of moments) with the skip_bad policy inline
     from tqdm import tqdm
 
     _check_features(sample_rate, target_length, mel_bins, 1.0)

@@ -122,6 +122,7 @@ class ImageData:
         scan: bool = True,
         seed: int = 0,
     ):
+        # long: one keyword argument and its check per config key
         if (root is None) == (builtin is None):
             raise ConfigError(
                 "root",

@@ -245,6 +245,7 @@ class VideoData:
         image_root: str | None = None,
         seed: int = 0,
     ):
+        # long: one keyword argument and its check per config key
         if builtin is not None:
             raise ConfigError("builtin", f"there is no built-in video set ({builtin!r}); set data.root=PATH to a folder of videos")
         if root is None:

@@ -44,6 +44,7 @@ class MaskedAutoencoder(nn.Module):
         attn_impl: AttnImpl = "auto",
         compile: bool = False,
     ):
+        # long: every dimension is checked and encoder and decoder are built in one readable place
         super().__init__()
         for key, dim, heads in (("embed_dim", embed_dim, num_heads), ("decoder_embed_dim", decoder_embed_dim, decoder_num_heads)):
             if dim % heads:

@@ -72,6 +72,7 @@ def _unlabeled(label) -> bool:
 
 def probe_embeddings(cfg: DictConfig) -> dict[str, Any]:
     """Cross-validated linear and kNN probes of saved embeddings against a labels CSV."""
+    # long: the probe's steps (features, linear, kNN, baselines) in the order the table reports them
     import pandas as pd
     import xarray as xr
     from sklearn.model_selection import StratifiedKFold

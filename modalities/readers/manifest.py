@@ -48,6 +48,7 @@ def read_manifest(
     to single-channel images. Channels keep the CSV's column order, or expected_channels' order when
     given (the columns must then be exactly those channels). check_files: each file must exist now.
     """
+    # long: the manifest's steps in order (read, columns, rows, paths), each checked where it happens
     path = Path(csv_path).expanduser()
     header, records = _read_csv(path)
     if id_column is None:

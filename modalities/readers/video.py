@@ -165,6 +165,7 @@ def _decode(path: Path, wanted: list[int], fmt: str, mode: Literal["seek", "pts"
     presentation timestamps (PyAV's come out of order with B-frames), so it is always counted, in
     the same pass; elsewhere, timestamps that do not rise strictly in output order raise _Untimed.
     """
+    # long: one decoding state machine (seek, number by timestamp or by count) over shared locals
     got: dict[int, np.ndarray] = {}
     with _open(path) as container:
         stream = _video_stream(container, path)

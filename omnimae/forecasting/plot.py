@@ -32,6 +32,7 @@ def plot_forecast(
     """A PNG with one panel per variate (the first 8): the end of the context, the forecast and
     the truth when given. context_points defaults to max(3 x horizon, 64), at most the whole series.
     Never written over an input, nor over an existing file unless overwrite."""
+    # long: one figure, drawn top to bottom: history, truth, forecast, labels
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
