@@ -38,6 +38,7 @@ def validate(cfg: DictConfig) -> dict[str, Choice]:
     """Check the whole composed config: keys, types and ranges, naming the offending key.
     `trainer.precision` and `trainer.threads` are resolved here, in place, to what this machine runs
     fast; returns both choices with their reasons."""
+    # long: each part of the config checked in the order a reader meets it, every check naming its key
     for key in ("model", "modalities", "trainer", "optim"):
         if key not in cfg or cfg[key] is None:
             raise ConfigError(key, "missing from the config")
