@@ -41,7 +41,7 @@ class ArrayAdapter(ChannelEmbeddings, ModalityAdapter):
         tokenizer: str = "patch2d",
         patch_size: int = 16,
         tubelet_size: int = 2,
-        mask_ratio: float = 0.75,
+        mask_ratio: float | dict = 0.75,
         masking: str = "random",
         norm_pix_loss: bool = True,
     ):

@@ -249,7 +249,7 @@ class AudioAdapter(ModalityAdapter):
         target_length: int = 1024,
         mel_bins: int = 128,
         patch_size: int = 16,
-        mask_ratio: float = 0.8,
+        mask_ratio: float | dict = 0.8,
         masking: str = "random",
         norm_pix_loss: bool = True,
         sample_rate: int = 16000,

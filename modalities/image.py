@@ -34,7 +34,7 @@ class ImageAdapter(ModalityAdapter):
         img_size: int = 224,
         patch_size: int = 16,
         in_chans: int = 3,
-        mask_ratio: float = 0.75,
+        mask_ratio: float | dict = 0.75,
         masking: str = "random",
         norm_pix_loss: bool = True,
         mean: Sequence[float] = IMAGENET_MEAN,

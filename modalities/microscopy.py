@@ -58,7 +58,7 @@ class MicroscopyAdapter(ChannelEmbeddings, ModalityAdapter):
         channels: Sequence[str],
         img_size: int = 224,
         patch_size: int = 16,
-        mask_ratio: float = 0.75,
+        mask_ratio: float | dict = 0.75,
         masking: str = "channel_subset",
         norm_pix_loss: bool = True,
         channel_subset_prob: float = 0.5,

@@ -45,7 +45,7 @@ class TimeSeriesAdapter(ImageAdapter):
         img_size: int = 224,
         patch_size: int = 16,
         in_chans: int = 3,
-        mask_ratio: float = 0.75,
+        mask_ratio: float | dict = 0.75,
         masking: str = "future_or_random",
         norm_pix_loss: bool = False,
         norm_const: float = 0.4,

@@ -63,7 +63,7 @@ class VideoAdapter(ModalityAdapter):
         num_frames: int = 16,
         tubelet_size: int = 2,
         in_chans: int = 3,
-        mask_ratio: float = 0.9,
+        mask_ratio: float | dict = 0.9,
         masking: str = "tube",
         norm_pix_loss: bool = True,
         mean: Sequence[float] = IMAGENET_MEAN,

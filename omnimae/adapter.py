@@ -13,6 +13,7 @@ from torch import nn
 
 from omnimae.errors import ConfigError
 from omnimae.masking import MaskIndices, masking_strategy
+from omnimae.masking_schedule import MaskRatioSchedule, parse_mask_ratio
 from omnimae.patches import Patches
 
 MODALITIES: dict[str, type["ModalityAdapter"]] = {}
@@ -94,17 +95,18 @@ class ModalityAdapter(nn.Module):
         embed_dim: int,
         decoder_embed_dim: int,
         tokenizer,
-        mask_ratio: float,
+        mask_ratio: float | dict,
         masking: str | None = None,
         norm_pix_loss: bool = True,
     ):
         super().__init__()
-        if not 0.0 < mask_ratio < 1.0:
-            raise ConfigError("mask_ratio", f"must lie in (0, 1), got {mask_ratio}")
+        # a number or a schedule of the training step (omnimae.masking_schedule)
+        self.mask_ratio_schedule: MaskRatioSchedule = parse_mask_ratio(mask_ratio)
         masking = masking or self.maskings[0]
         if masking not in self.maskings:
             raise ConfigError("masking", f"{masking!r} does not fit the {self.modality} adapter; choose from {', '.join(self.maskings)}")
-        self.mask_ratio = float(mask_ratio)
+        self.mask_ratio = self.mask_ratio_schedule.final  # evaluation, embedding, reconstruction
+        self.train_mask_ratio: float | None = None  # this training step's ratio, set by the training step
         self.masking = masking
         self.norm_pix_loss = bool(norm_pix_loss)
         self.tokenizer = tokenizer
@@ -149,9 +151,14 @@ class ModalityAdapter(nn.Module):
         """Keyword parameters of the configured masking strategy (e.g. channel_subset_prob)."""
         return {}
 
-    def mask(self, patches: Patches, *, generator: torch.Generator | None = None) -> MaskIndices:
-        """The configured strategy's mask for this batch (same visible count for every sample)."""
-        return masking_strategy(self.masking)(patches, self.mask_ratio, generator=generator, **self.masking_params())
+    def mask(self, patches: Patches, *, generator: torch.Generator | None = None,
+             mask_ratio: float | None = None) -> MaskIndices:
+        """The configured strategy's mask for this batch (same visible count for every sample), at
+        mask_ratio where given, else at the training step's ratio in training mode, else at the end of
+        the schedule (self.mask_ratio)."""
+        ratio = self.train_mask_ratio if self.training and self.train_mask_ratio is not None else self.mask_ratio
+        ratio = ratio if mask_ratio is None else mask_ratio
+        return masking_strategy(self.masking)(patches, ratio, generator=generator, **self.masking_params())
 
     def target(self, patches: Patches) -> torch.Tensor:
         """Reconstruction target [B, N, P]: per-patch normalized when norm_pix_loss."""

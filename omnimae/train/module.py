@@ -40,6 +40,7 @@ class MAEPretrainer(L.LightningModule):
         self.loss_weights = dict(loss_weights or {})
         self.config = config  # the resolved run config, stored in every checkpoint
         self._generator: torch.Generator | None = None
+        self._run_steps: int | None = None  # set at the start of fit, see run_steps
 
     def mask_generator(self, *parts: int) -> torch.Generator:
         """A generator seeded by (seed, parts..., rank): the same masks after resume or re-sharding."""
@@ -59,7 +60,24 @@ class MAEPretrainer(L.LightningModule):
                 self.log(f"{stage}/loss_{m}", out.loss, on_step=on_step, on_epoch=not on_step, batch_size=bsz)
         return loss
 
+    def run_steps(self) -> int:
+        """The run's length in optimizer steps (Lightning's estimate: trainer.max_steps, or max_epochs x
+        steps per epoch where that ends first): the lr cosine and a mask-ratio ramp without `steps` span it."""
+        return max(1, int(self.trainer.estimated_stepping_batches))
+
+    def set_mask_ratios(self, modalities, batch_size: int) -> None:
+        """Each of the batch's modalities masks at its schedule's ratio for this optimizer step (a closed
+        form of the step, so a resumed run draws the same ratios), logged as train/mask_ratio/<modality>."""
+        for m in modalities:
+            adapter = self.model.adapters[m]
+            adapter.train_mask_ratio = ratio = adapter.mask_ratio_schedule(self.global_step, self._run_steps)
+            self.log(f"train/mask_ratio/{m}", ratio, on_step=True, on_epoch=False, batch_size=batch_size)
+
+    def on_fit_start(self) -> None:
+        self._run_steps = self.run_steps()
+
     def training_step(self, batch, batch_idx):
+        self.set_mask_ratios(batch, batch_size(next(iter(batch.values()))))
         # with gradient accumulation, the micro-batches of one optimizer step each get their own masks:
         # their position in Lightning's accumulation window (batch_idx counts within the epoch, as the window does)
         accumulate = self.trainer.accumulate_grad_batches
@@ -102,7 +120,7 @@ class MAEPretrainer(L.LightningModule):
             self.model, weight_decay=self.optim.weight_decay, no_weight_decay_list=self.model.no_weight_decay()
         )
         optimizer = torch.optim.AdamW(groups, lr=lr, betas=tuple(self.optim.betas), fused=self._fused(trainer))
-        total = max(1, int(trainer.estimated_stepping_batches))
+        total = self.run_steps()
         warmup = warmup_steps(self.optim, total)
         # the schedule is a closed form of the step, built from this run's length: a checkpoint holds only
         # the step, so a run resumed with a larger trainer.max_steps continues the longer cosine
