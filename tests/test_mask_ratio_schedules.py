@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
 import omnimae.modalities  # noqa: F401 - registers the adapters
 from omnimae.adapter import MODALITIES
@@ -79,15 +80,27 @@ def record_masks(monkeypatch) -> dict[str, list[torch.Tensor]]:
     return masks
 
 
+class EndOfFit(Callback):
+    """The adapter's training-step ratio once training is over."""
+
+    def __init__(self):
+        self.ratios = []
+
+    def on_fit_end(self, trainer, pl_module):
+        self.ratios.append(pl_module.model.adapters["image"].train_mask_ratio)
+
+
 def test_a_ramp_over_the_run_masks_and_logs_each_steps_ratio_and_resumes_exactly(tmp_path, monkeypatch):
     """A linear ramp 0.25 -> 0.75 without steps spans the run's 8 steps: 0.25 + t/16 at step t, so the MAE
     rule keeps int(16 x (0.75 - t/16)) = 12 - t of 16 tokens. Validation and reconstructions mask at the
     end, 0.75 (12 hidden). Resumed from step 5 (mid-epoch), the ratios, masks, losses and weights are the
     uninterrupted run's."""
     masks = record_masks(monkeypatch)
+    after = EndOfFit()
     common = FAST + ["trainer.max_steps=8", "trainer.limit_train_batches=3", "trainer.check_val_every_n_epoch=1",
                      "callbacks.checkpoint_every_n_steps=5", f"{RATIO}={{schedule:linear,start:0.25,end:0.75}}"]
-    pretrain(compose("pretrain", common + [f"run_dir={tmp_path / 'full'}"]))
+    pretrain(compose("pretrain", common + [f"run_dir={tmp_path / 'full'}"]), extra_callbacks=[after])
+    assert after.ratios == [None]  # after training the adapter masks at the schedule's end again
     full = {k: list(v) for k, v in masks.items()}
     ratios = logged(tmp_path / "full", "train/mask_ratio/image")
     assert ratios == {t: pytest.approx(0.25 + t / 16, abs=1e-7) for t in range(8)}

@@ -76,6 +76,11 @@ class MAEPretrainer(L.LightningModule):
     def on_fit_start(self) -> None:
         self._run_steps = self.run_steps()
 
+    def on_train_end(self) -> None:
+        # the model outlives the fit (reconstructions at its end, the Python API): it masks at the schedule's end again
+        for adapter in self.model.adapters.values():
+            adapter.train_mask_ratio = None
+
     def training_step(self, batch, batch_idx):
         self.set_mask_ratios(batch, batch_size(next(iter(batch.values()))))
         # with gradient accumulation, the micro-batches of one optimizer step each get their own masks:
