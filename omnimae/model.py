@@ -1,7 +1,7 @@
 """The asymmetric MAE core, shared by every modality (reads like the MAE paper's models_mae.py)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Literal, Mapping
 
@@ -13,6 +13,7 @@ from omnimae.adapter import ModalityAdapter
 from omnimae.errors import ConfigError
 from omnimae.features import pool_tokens
 from omnimae.masking import explicit_masking, gather_tokens, random_masking
+from omnimae.objectives import Loss, LossInput, MaskedMSE, Objective
 from omnimae.patches import Patches
 from omnimae.pos_embed import sincos_pos_embed
 
@@ -21,10 +22,11 @@ AttnImpl = Literal["auto", "sdpa", "explicit"]
 
 @dataclass
 class MAEOutput:
-    loss: torch.Tensor  # scalar, MSE on masked tokens
+    loss: torch.Tensor  # scalar, the modality's objective (masked MSE by default)
     pred: torch.Tensor  # [B, N, P] in target space (per-patch normalized if norm_pix_loss)
     mask: torch.Tensor  # [B, N], 1 = masked
     patches: Patches  # the input tokens, to invert predictions
+    terms: dict[str, torch.Tensor] = field(default_factory=dict)  # the objective's unweighted terms, for logging
 
 
 class MaskedAutoencoder(nn.Module):
@@ -43,6 +45,7 @@ class MaskedAutoencoder(nn.Module):
         norm_eps: float = 1e-6,
         attn_impl: AttnImpl = "auto",
         compile: bool = False,
+        objectives: Mapping[str, Objective] | None = None,
     ):
         # long: every dimension is checked and encoder and decoder are built in one readable place
         super().__init__()
@@ -62,6 +65,8 @@ class MaskedAutoencoder(nn.Module):
         block = partial(Block, mlp_ratio=mlp_ratio, qkv_bias=True, norm_layer=norm_layer)
 
         self.adapters = nn.ModuleDict(adapters)
+        # each modality's loss (omnimae.objectives), the MAE paper's masked MSE where none is given
+        self.objectives = {m: MaskedMSE() for m in adapters} | dict(objectives or {})
         # encoder
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.blocks = nn.ModuleList([block(embed_dim, num_heads) for _ in range(depth)])
@@ -165,10 +170,15 @@ class MaskedAutoencoder(nn.Module):
         x = adapter.head(self.decoder_norm(x))  # [B, 1 + N, P]
         return x[:, 1:]
 
-    @staticmethod
-    def forward_loss(target: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        loss = (pred.float() - target.float()).pow(2).mean(dim=-1)  # [B, N], per-token MSE
-        return (loss * mask).sum() / mask.sum()  # mean over masked tokens only
+    def forward_loss(
+        self, modality: str, patches: Patches, pred: torch.Tensor, mask: torch.Tensor, latent: torch.Tensor
+    ) -> Loss:
+        """The modality's objective on pred [B, N, P] against the adapter's target: by default the MAE
+        paper's MSE over masked tokens (mask [B, N]); terms such as uniformity read latent [B, 1 + K, D]."""
+        adapter = self.adapters[modality]
+        target = adapter.target(patches)  # [B, N, P], per-patch normalized if norm_pix_loss
+        inputs = LossInput(pred, target, mask, latent, adapter.tokenizer.patch_shape)
+        return self.objectives[modality](inputs)
 
     def forward_modality(
         self,
@@ -196,8 +206,8 @@ class MaskedAutoencoder(nn.Module):
             ids_keep, ids_restore, mask = adapter.mask(patches, generator=generator)
         latent = self.forward_encoder(patches, adapter, ids_keep)
         pred = self.forward_decoder(latent, adapter, ids_restore, patches)
-        loss = self.forward_loss(adapter.target(patches), pred, mask)
-        return MAEOutput(loss, pred, mask, patches)
+        loss = self.forward_loss(modality, patches, pred, mask, latent)
+        return MAEOutput(loss.total, pred, mask, patches, loss.terms)
 
     def forward(
         self, batch: Mapping[str, torch.Tensor], generator: torch.Generator | None = None

@@ -20,6 +20,11 @@ class ChannelPatchTokenizer:
     def patch_dim(self) -> int:
         return self.patch_size * self.patch_size
 
+    @property
+    def patch_shape(self) -> tuple[int, int, int]:
+        """One token's values unflattened in value order: (p, p, 1), a single channel."""
+        return self.patch_size, self.patch_size, 1
+
     def patchify(self, x: torch.Tensor) -> Patches:
         if x.ndim != 4:
             raise ValueError(f"expected [B, C, H, W], got shape {tuple(x.shape)}")

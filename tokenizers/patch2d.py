@@ -24,6 +24,11 @@ class PatchTokenizer2D:
     def patch_dim(self) -> int:
         return self.patch_size[0] * self.patch_size[1] * self.in_chans
 
+    @property
+    def patch_shape(self) -> tuple[int, int, int]:
+        """One token's values unflattened in value order: (p, q, c)."""
+        return (*self.patch_size, self.in_chans)
+
     def grid(self, height: int, width: int) -> tuple[int, int]:
         p, q = self.patch_size
         return -(-height // p), -(-width // q)

@@ -48,6 +48,11 @@ class TubeTokenizer:
     def patch_dim(self) -> int:
         return self.tubelet_size * self.patch_size * self.patch_size * self.in_chans
 
+    @property
+    def patch_shape(self) -> tuple[int, int, int, int]:
+        """One token's values unflattened in value order: (t, p, p, c)."""
+        return self.tubelet_size, self.patch_size, self.patch_size, self.in_chans
+
     def grid(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
         t, p = self.tubelet_size, self.patch_size
         bad = [f"{name} {size} is not a multiple of {name2} {k}" for name, size, name2, k in (

@@ -65,11 +65,13 @@ def _shipped_targets() -> frozenset[str]:
 
 def known_targets() -> frozenset[str]:
     """Dotted names a stored config may build: the classes omnimae's model and modality configs name,
-    every registered adapter (also those a user's code registered by importing it) and the tokenizers."""
+    every registered adapter (also those a user's code registered by importing it), the tokenizers and
+    omnimae's own objectives (a plug-in objective needs trust)."""
     from omnimae import tokenizers
     from omnimae.adapter import MODALITIES
+    from omnimae.objectives import OBJECTIVES
 
-    names = set(_shipped_targets()) | {_dotted(cls) for cls in MODALITIES.values()}
+    names = set(_shipped_targets()) | {_dotted(cls) for cls in MODALITIES.values()} | set(OBJECTIVES)
     for name in tokenizers.__all__:
         names |= {_dotted(getattr(tokenizers, name)), f"omnimae.tokenizers.{name}"}
     return frozenset(names)
@@ -95,8 +97,8 @@ def stored_model_config(config: Any, source: str, trust: bool = False) -> DictCo
             if not isinstance(target, str) or target not in known:
                 raise CheckpointError(
                     f"{source}: the stored config would build {target!r} (at {path}), which is not one of omnimae's "
-                    f"model, adapter, tokenizer or data classes. A checkpoint's config runs code when built: only if "
-                    f"you trust this file and the classes it names (e.g. your own plugin), pass {TRUST_KEY}=true"
+                    f"model, adapter, tokenizer, data or objective classes. A checkpoint's config runs code when built: "
+                    f"only if you trust this file and the classes it names (e.g. your own plugin), pass {TRUST_KEY}=true"
                 )
         # a resolver such as oc.create would turn a string into a new node after the check above
         for path, value, _ in _leaves(kept):

@@ -54,6 +54,7 @@ class ModalityRun:
     sampling_weight: float = 1.0  # joint runs: how often a step draws this modality
     adapter: Any = None
     data: Any = None
+    loss: Any = None  # the objective's node (omnimae.objectives); none: the MAE paper's masked MSE
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:

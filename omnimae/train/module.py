@@ -58,6 +58,10 @@ class MAEPretrainer(L.LightningModule):
         if len(self.model.adapters) > 1:  # a joint run: each modality's own loss too
             for m, out in outputs.items():
                 self.log(f"{stage}/loss_{m}", out.loss, on_step=on_step, on_epoch=not on_step, batch_size=bsz)
+        for m, out in outputs.items():  # an objective with added terms: each term, unweighted (already computed)
+            if len(out.terms) > 1:
+                for term, value in out.terms.items():
+                    self.log(f"{stage}/loss/{m}/{term}", value, on_step=on_step, on_epoch=not on_step, batch_size=bsz)
         return loss
 
     def run_steps(self) -> int:
