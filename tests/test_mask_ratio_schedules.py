@@ -190,3 +190,14 @@ def test_every_modality_takes_a_schedule_from_its_config(name):
     assert adapter.mask_ratio == default and hidden() < at_end
     adapter.train_mask_ratio = adapter.mask_ratio_schedule(10)
     assert hidden() == at_end
+
+
+def test_a_run_resumed_with_more_steps_continues_the_ramp_of_the_new_length(tmp_path):
+    """A ramp without steps spans the run, as the lr cosine does: extended from 4 to 8 steps, the resumed
+    steps log 0.25 + 0.5 t / 8, the longer run's ratios (not the short run's end, 0.75)."""
+    common = FAST + ["trainer.limit_val_batches=0", f"{RATIO}={{schedule:linear,start:0.25,end:0.75}}"]
+    pretrain(compose("pretrain", common + ["trainer.max_steps=4", f"run_dir={tmp_path / 'short'}"]))
+    assert logged(tmp_path / "short", "train/mask_ratio/image") == {t: pytest.approx(0.25 + t / 8) for t in range(4)}
+    ckpt = tmp_path / "short" / "checkpoints" / "last.ckpt"
+    pretrain(compose("pretrain", common + ["trainer.max_steps=8", f"run_dir={tmp_path / 'long'}", f"resume={ckpt}"]))
+    assert logged(tmp_path / "long", "train/mask_ratio/image") == {t: pytest.approx(0.25 + t / 16) for t in range(4, 8)}
