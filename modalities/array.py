@@ -21,6 +21,7 @@ from omnimae.errors import ConfigError, DataError
 from omnimae.data.files import folder_splits
 from omnimae.patches import Patches
 from omnimae.tokenizers import ChannelPatchTokenizer, PatchTokenizer2D, TubeTokenizer
+from omnimae.masking_plane import PLANE_MASKINGS
 
 ARRAY_SUFFIXES = {".npy", ".nc", ".zarr", ".tif", ".tiff"}
 TOKENIZERS = ("patch2d", "tube", "channel")
@@ -30,7 +31,7 @@ TOKENIZERS = ("patch2d", "tube", "channel")
 class ArrayAdapter(ChannelEmbeddings, ModalityAdapter):
     """Samples [C, H, W] (patch2d, channel) or [C, T, H, W] (tube), already normalized by the data."""
 
-    maskings = ("random", "tube")
+    maskings = ("random", "tube", *PLANE_MASKINGS)
 
     def __init__(
         self,
@@ -42,7 +43,7 @@ class ArrayAdapter(ChannelEmbeddings, ModalityAdapter):
         patch_size: int = 16,
         tubelet_size: int = 2,
         mask_ratio: float | dict = 0.75,
-        masking: str = "random",
+        masking: str | dict = "random",
         norm_pix_loss: bool = True,
     ):
         if tokenizer not in TOKENIZERS:
@@ -54,10 +55,8 @@ class ArrayAdapter(ChannelEmbeddings, ModalityAdapter):
             raise ConfigError("patch_size", f"{patch_size} must divide the spatial size {list(shape[-2:])}")
         if tokenizer == "tube" and (tubelet_size < 1 or shape[1] % tubelet_size):
             raise ConfigError("tubelet_size", f"{tubelet_size} must divide the time size {shape[1]}")
-        if masking not in ("random", "tube") or (masking == "tube" and tokenizer != "tube"):
-            raise ConfigError("masking", f"must be random (any tokenizer) or tube (tube tokenizer), got {masking!r}")
         c = shape[0]
-        self.maskings = ("random", "tube") if tokenizer == "tube" else ("random",)
+        self.maskings = ("random", "tube", *PLANE_MASKINGS) if tokenizer == "tube" else ("random", *PLANE_MASKINGS)
         if tokenizer == "patch2d":
             tok = PatchTokenizer2D(patch_size, c)
         elif tokenizer == "tube":

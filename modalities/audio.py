@@ -24,6 +24,7 @@ from omnimae.data.files import DecodedCache, find_files, folder_splits, walk
 from omnimae.data.protocol import SampleSet
 from omnimae.errors import ConfigError, DataError
 from omnimae.tokenizers import PatchTokenizer2D
+from omnimae.masking_plane import PLANE_MASKINGS
 
 from .readers.audio import (
     AUDIO_SUFFIXES,
@@ -239,7 +240,7 @@ def compute_stats(
 class AudioAdapter(ModalityAdapter):
     """Log-mel spectrograms [B, 1, T, F] (normalized) <-> 16x16 patches over (time, frequency)."""
 
-    maskings = ("random", "time_frequency")
+    maskings = ("random", "time_frequency", *PLANE_MASKINGS)  # plane strategies over (t, f)
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ from omnimae.adapter import ModalityAdapter, check_channels, check_patch_grid, r
 from omnimae.data.crop import global_rng_from
 from omnimae.data.protocol import SampleSet, Split
 from omnimae.errors import ConfigError
+from omnimae.masking_plane import PLANE_MASKINGS
 from omnimae.data.files import find_files, folder_splits
 from omnimae.tokenizers import PatchTokenizer2D
 
@@ -25,6 +26,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 @register_modality("image")
 class ImageAdapter(ModalityAdapter):
     """Images [B, C, H, W] (normalized) <-> patches of patch_size x patch_size x C."""
+
+    maskings = ("random", *PLANE_MASKINGS)  # the MAE paper's random by default; the plane strategies fit (h, w)
 
     def __init__(
         self,

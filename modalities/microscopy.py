@@ -25,6 +25,7 @@ from omnimae.data.protocol import SampleSet
 from omnimae.errors import ConfigError, DataError
 from omnimae.patches import Patches
 from omnimae.tokenizers import ChannelPatchTokenizer
+from omnimae.masking_plane import PLANE_MASKINGS
 
 from .readers.manifest import read_manifest, read_manifest_row
 from .readers.microscopy import ChannelImage, check_channels, find_microscopy, read_zarr
@@ -48,7 +49,7 @@ class MicroscopyAdapter(ChannelEmbeddings, ModalityAdapter):
     """Inputs {"pixels": [B, C, H, W], "channel_ids": [B, C]}: tokens per (channel, patch), coords (c, h, w)."""
 
     position_axes = (1, 2)  # sin-cos of (h, w); channel identity comes from the learned embedding
-    maskings = ("channel_subset", "random")  # CA-MAE: random over channel x space, sometimes whole channels
+    maskings = ("channel_subset", "random", *PLANE_MASKINGS)  # CA-MAE's by default; plane strategies: the same (h, w) in every channel
 
     def __init__(
         self,

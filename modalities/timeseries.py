@@ -13,6 +13,7 @@ from einops import rearrange
 from omnimae.adapter import register_modality
 from omnimae.data.protocol import SampleSet, Split
 from omnimae.errors import ConfigError, DataError
+from omnimae.masking_plane import PLANE_MASKINGS
 from .image import ImageAdapter
 from .raster import EPS_MODES, INTERPOLATIONS, RasterGeometry, check_eps, rasterize, read_back, resize, series_scale
 from .readers.series import NETCDF_SUFFIXES, read_series
@@ -23,7 +24,7 @@ from .readers.series_index import future_index, periodicity_candidates
 class TimeSeriesAdapter(ImageAdapter):
     """Rasterized series through 2D patches; in training, right-hand (future) masks mix with random ones."""
 
-    maskings = ("future_or_random", "random")
+    maskings = ("future_or_random", "random", *PLANE_MASKINGS)
     # the forecasting contract (omnimae.forecasting.series.SeriesModality): forecasting reaches these through
     # the registry, as MODALITIES["timeseries"].<name>, since a use never imports a modality module
     eps_modes = EPS_MODES

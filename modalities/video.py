@@ -35,6 +35,7 @@ from omnimae.data.protocol import SampleSet, Split
 from omnimae.errors import ConfigError
 from omnimae.patches import Patches
 from omnimae.tokenizers.tube import TubeTokenizer
+from omnimae.masking_plane import PLANE_MASKINGS
 
 from .image import IMAGENET_MEAN, IMAGENET_STD
 from .readers.image import IMAGE_SUFFIXES, header_channels, read_image
@@ -51,7 +52,7 @@ class VideoAdapter(ModalityAdapter):
     """Clips [B, C, T, H, W] (normalized) <-> tubes of tubelet_size x patch_size x patch_size x C."""
 
     max_display_frames = 8
-    maskings = ("tube", "random")  # VideoMAE's tube masking by default
+    maskings = ("tube", "random", *PLANE_MASKINGS)  # VideoMAE's tube by default; plane strategies repeat over t
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from omnimae.errors import ConfigError
-from omnimae.masking import MaskIndices, masking_strategy
+from omnimae.masking import LAYOUTS, MaskIndices, masking_choice, masking_strategy
 from omnimae.masking_schedule import MaskRatioSchedule, parse_mask_ratio
 from omnimae.patches import Patches
 
@@ -96,15 +96,18 @@ class ModalityAdapter(nn.Module):
         decoder_embed_dim: int,
         tokenizer,
         mask_ratio: float | dict,
-        masking: str | None = None,
+        masking: str | dict | None = None,
         norm_pix_loss: bool = True,
     ):
         super().__init__()
         # a number or a schedule of the training step (omnimae.masking_schedule)
         self.mask_ratio_schedule: MaskRatioSchedule = parse_mask_ratio(mask_ratio)
-        masking = masking or self.maskings[0]
+        # a name, or {name: <strategy>, <its parameters>} (omnimae.masking.masking_choice)
+        masking, self.masking_options = masking_choice(masking or self.maskings[0])
         if masking not in self.maskings:
-            raise ConfigError("masking", f"{masking!r} does not fit the {self.modality} adapter; choose from {', '.join(self.maskings)}")
+            masking_strategy(masking)  # an unknown name: the error lists every registered one
+            raise ConfigError("masking", f"{masking!r} needs {LAYOUTS[masking]}, which the {self.modality} adapter's tokens "
+                                         f"({type(tokenizer).__name__}) are not; choose from {', '.join(self.maskings)}")
         self.mask_ratio = self.mask_ratio_schedule.final  # evaluation, embedding, reconstruction
         self.train_mask_ratio: float | None = None  # this training step's ratio, set by the training step
         self.masking = masking
@@ -158,7 +161,8 @@ class ModalityAdapter(nn.Module):
         the schedule (self.mask_ratio)."""
         ratio = self.train_mask_ratio if self.training and self.train_mask_ratio is not None else self.mask_ratio
         ratio = ratio if mask_ratio is None else mask_ratio
-        return masking_strategy(self.masking)(patches, ratio, generator=generator, **self.masking_params())
+        return masking_strategy(self.masking)(patches, ratio, generator=generator,
+                                              **{**self.masking_params(), **self.masking_options})
 
     def target(self, patches: Patches) -> torch.Tensor:
         """Reconstruction target [B, N, P]: per-patch normalized when norm_pix_loss."""

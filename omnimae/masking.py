@@ -12,7 +12,9 @@ configure a strategy (`masking: <name>`), they never plan masks themselves.
 """
 from __future__ import annotations
 
+import inspect
 import math
+from collections.abc import Mapping
 from functools import lru_cache
 from typing import Callable, NamedTuple
 
@@ -30,13 +32,16 @@ class MaskIndices(NamedTuple):
 
 MaskingStrategy = Callable[..., MaskIndices]
 MASKINGS: dict[str, MaskingStrategy] = {}
+LAYOUTS: dict[str, str] = {}  # strategy name -> the token layout it needs, for error messages
 
 
-def register_masking(name: str):
-    """Function decorator: make a masking strategy known by name (adapters take `masking: <name>`)."""
+def register_masking(name: str, layout: str = "any tokens"):
+    """Function decorator: make a masking strategy known by name (adapters take `masking: <name>`);
+    `layout` says which token grids it fits."""
 
     def wrap(fn: MaskingStrategy) -> MaskingStrategy:
         MASKINGS[name] = fn
+        LAYOUTS[name] = layout
         return fn
 
     return wrap
@@ -46,6 +51,22 @@ def masking_strategy(name: str) -> MaskingStrategy:
     if name not in MASKINGS:
         raise ConfigError("masking", f"unknown masking {name!r}; registered: {', '.join(sorted(MASKINGS))}")
     return MASKINGS[name]
+
+
+def masking_choice(value) -> tuple[str, dict]:
+    """`masking:` in config -> (strategy name, its parameters): a name (`masking: spiral`), or a mapping
+    with the name and parameters (`masking: {name: spiral, period: 16}`), checked against the strategy."""
+    if isinstance(value, str):
+        return value, {}
+    if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
+        raise ConfigError("masking", f"expected a strategy name or {{name: <strategy>, <parameters>}}, got {value!r}")
+    params = {k: v for k, v in value.items() if k != "name"}
+    fn = masking_strategy(value["name"])
+    known = [p for p in inspect.signature(fn).parameters if p not in ("patches", "mask_ratio", "generator")]
+    for key in params:
+        if key not in known:
+            raise ConfigError(f"masking.{key}", f"not a parameter of {value['name']} masking; it takes: {', '.join(known) or 'none'}")
+    return value["name"], params
 
 
 # --- counts --------------------------------------------------------------------------------
@@ -86,16 +107,18 @@ def random_masking(
     return MaskIndices(ids_keep, ids_restore, mask)
 
 
-def explicit_masking(mask: torch.Tensor) -> MaskIndices:
-    """Indices for a given mask [B, N] (1 = hidden); every sample must hide the same count."""
+def explicit_masking(mask: torch.Tensor, num_keep: int | None = None) -> MaskIndices:
+    """Indices for a given mask [B, N] (1 = hidden); every sample must hide the same count. A caller
+    that knows the visible count by construction passes it as num_keep: no check, no device sync."""
     mask = mask.float()
-    hidden = mask.sum(1)
-    if (hidden != hidden[0]).any():
-        raise ValueError("explicit mask must hide the same number of tokens in every sample")
-    len_keep = mask.shape[1] - int(hidden[0].item())
+    if num_keep is None:
+        hidden = mask.sum(1)
+        if (hidden != hidden[0]).any():
+            raise ValueError("explicit mask must hide the same number of tokens in every sample")
+        num_keep = mask.shape[1] - int(hidden[0].item())
     ids_shuffle = torch.argsort(mask, dim=1, stable=True)  # visible first, each group in order
     ids_restore = torch.argsort(ids_shuffle, dim=1)
-    return MaskIndices(ids_shuffle[:, :len_keep], ids_restore, mask)
+    return MaskIndices(ids_shuffle[:, :num_keep], ids_restore, mask)
 
 
 def right_columns_mask(rows: int, cols: int, visible_columns: int, device=None) -> torch.Tensor:
@@ -141,7 +164,7 @@ def tube_masking(batch: int, num_frames: int, tokens_per_frame: int, mask_ratio:
     return explicit_masking(spatial.repeat(1, num_frames))  # [B, T*S]
 
 
-@register_masking("tube")
+@register_masking("tube", layout="tokens on a (t, h, w) grid, t-major")
 def tube_strategy(patches: Patches, mask_ratio: float, *, generator: torch.Generator | None = None) -> MaskIndices:
     """Tokens on a (t, h, w) grid: the same (h, w) positions hidden in every frame (VideoMAE)."""
     if len(patches.grid) != 3:
@@ -188,7 +211,7 @@ def time_frequency_masking(batch: int, grid_t: int, grid_f: int, mask_ratio: flo
     return explicit_masking(1.0 - visible.reshape(batch, grid_t * grid_f))
 
 
-@register_masking("time_frequency")
+@register_masking("time_frequency", layout="tokens on a (t, f) grid")
 def time_frequency_strategy(patches: Patches, mask_ratio: float, *, generator: torch.Generator | None = None) -> MaskIndices:
     """Tokens on a (t, f) grid: whole time columns and frequency rows hidden (AudioMAE)."""
     if len(patches.grid) != 2:
@@ -197,7 +220,7 @@ def time_frequency_strategy(patches: Patches, mask_ratio: float, *, generator: t
     return time_frequency_masking(b, *patches.grid, mask_ratio, generator=generator, device=device)
 
 
-@register_masking("channel_subset")
+@register_masking("channel_subset", layout="tokens on a (c, h, w) grid, channel-major")
 def channel_subset_strategy(patches: Patches, mask_ratio: float, *, generator: torch.Generator | None = None,
                             channel_subset_prob: float = 0.5) -> MaskIndices:
     """Tokens on a (c, h, w) grid, channel-major: random over channel x space, and with probability
@@ -219,7 +242,7 @@ def channel_subset_strategy(patches: Patches, mask_ratio: float, *, generator: t
     return random_masking(b, n, mask_ratio, noise=noise, num_keep=num_keep)
 
 
-@register_masking("future_or_random")
+@register_masking("future_or_random", layout="tokens on an (h, w) raster whose columns are time")
 def future_or_random_strategy(patches: Patches, mask_ratio: float, *, generator: torch.Generator | None = None,
                               future_mask_prob: float = 0.5, min_visible_columns: int = 2,
                               max_visible_columns: int = 7) -> MaskIndices:
@@ -234,3 +257,7 @@ def future_or_random_strategy(patches: Patches, mask_ratio: float, *, generator:
             visible = lo + int(draw[1] * (hi - lo + 1))
             return explicit_masking(right_columns_mask(rows, cols, visible, device).unsqueeze(0).expand(b, -1))
     return random_masking(b, n, mask_ratio, generator=generator, device=device)
+
+
+# the strategies over the (h, w) plane (block, grid, curve scans) register themselves on import
+from omnimae import masking_plane  # noqa: E402,F401

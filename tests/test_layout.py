@@ -11,7 +11,7 @@ import omnimae
 ROOT = Path(omnimae.__file__).parent
 # the rooms, bottom to top; a module may import its own layer and those below, never one above
 LAYERS = {
-    "core": ["errors", "patches", "pos_embed", "masking", "masking_schedule", "adapter", "features", "objectives", "model", "tokenizers"],
+    "core": ["errors", "patches", "pos_embed", "masking", "masking_plane", "curves", "masking_schedule", "adapter", "features", "objectives", "model", "tokenizers"],
     "machinery": ["io", "hardware", "config", "data", "checkpoint", "visualize", "build"],
     "modalities": ["modalities"],
     "uses": ["train", "forecasting", "probe", "embedding", "export", "serve", "finetune", "api"],
