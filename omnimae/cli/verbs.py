@@ -65,5 +65,7 @@ VERBS = {
         options={"data.root": "the folder of audio files", **{f"modalities.audio.adapter.{k}": "" for k in
                                                               ("sample_rate", "target_length", "mel_bins")}},
     ),
+    "serve": Verb("the encoder behind an HTTP API: /embed, /forecast, /info (FastAPI, micro-batched, optionally int8)",
+                  "omnimae serve checkpoint=runs/.../last.ckpt quantize=int8 port=8000", "omnimae.serve.run:run_serve", "serve"),
     "modalities": Verb("list the registered modality adapters", "omnimae modalities", list_modalities),
 }

@@ -182,6 +182,7 @@ def data_over(cfg: DictConfig, modality: str, root: str | Path):
     if cfg.modalities[modality].get("data") is None:
         raise ConfigError(f"modalities.{modality}.data", "no data source configured to read files with")
     with open_dict(cfg):
+        cfg.modalities = {modality: cfg.modalities[modality]}  # the model's other modalities have no files here
         node = cfg.modalities[modality].data
         node.root, node.val_fraction = str(Path(root).expanduser()), 0.0
         for extra in ("builtin", "image_root", "manifest"):
