@@ -186,3 +186,34 @@ def test_a_configured_strategy_and_its_parameters_reach_the_training_forward():
     gh, gw = adapter.tokenize(x).grid
     shown = (out.mask == 0).view(2, gh // 2, 2, gw // 2, 2).sum((2, 4))
     assert (shown == 1).all()  # ratio 0.75, cell 2: the grid's closed form
+
+
+# --- the picture ------------------------------------------------------------------------------
+def test_masks_verb_writes_one_png_per_strategy_and_never_overwrites(tmp_path, capsys):
+    from PIL import Image
+
+    from omnimae.cli import main
+
+    assert main(["masks", "modality=image", "masking=spiral", f"output={tmp_path}", "samples=2"]) == 0
+    with Image.open(tmp_path / "image_spiral.png") as im:
+        assert im.format == "PNG" and im.size[0] > 100
+    assert main(["masks", "modality=image", "masking=spiral", f"output={tmp_path}"]) != 0
+    assert "already exist; pass overwrite=true" in capsys.readouterr().err
+    assert main(["masks", "modality=video", "masking=all", f"output={tmp_path}", "samples=1"]) == 0
+    from omnimae.adapter import MODALITIES
+
+    written = {p.name for p in tmp_path.glob("video_*.png")}
+    assert written == {f"video_{m}.png" for m in MODALITIES["video"].maskings} | {"video_all.png"}
+    assert main(["masks", "modality=image", "masking=tube", f"output={tmp_path}"]) != 0
+    assert "masking: 'tube' does not fit the image modality's tokens" in capsys.readouterr().err
+
+
+def test_sample_masks_show_the_hidden_share_of_the_first_plane():
+    from omnimae.cli.masks import sample_masks
+
+    model = _build(["modality=video"])
+    masks = sample_masks(model.adapters["video"], {"tube": {}, "hilbert": {}}, 3, 0, 0.9)
+    for m in masks.values():
+        assert m.shape == (3, 14, 14)
+    assert (masks["hilbert"].flatten(1).sum(1) == 196 - num_visible(196, 0.9)).all()
+    assert (masks["tube"].flatten(1).sum(1) == int(0.9 * 196)).all()  # VideoMAE's count per frame

@@ -67,5 +67,7 @@ VERBS = {
     ),
     "serve": Verb("the encoder behind an HTTP API: /embed, /forecast, /info (FastAPI, micro-batched, optionally int8)",
                   "omnimae serve checkpoint=runs/.../last.ckpt quantize=int8 port=8000", "omnimae.serve.run:run_serve", "serve"),
+    "masks": Verb("PNGs of sample masks of each masking strategy on a modality's token grid",
+                  "omnimae masks modality=image masking=spiral", "omnimae.cli.masks:run_masks", "masks"),
     "modalities": Verb("list the registered modality adapters", "omnimae modalities", list_modalities),
 }
