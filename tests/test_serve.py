@@ -162,3 +162,17 @@ def test_int8_quantizes_the_encoder_linears_and_keeps_the_embeddings(checkpoint)
     a, b = (omnimae.embed(e.model, x, "image") for e in (fp32, int8))
     assert torch.nn.functional.cosine_similarity(a, b).min() > 0.99
     assert not torch.equal(a, b)  # it did change the arithmetic
+
+
+def test_the_readme_serving_client_example_runs(server, tmp_path, monkeypatch):
+    import re
+    from pathlib import Path
+
+    url, _, _ = server
+    text = (Path(__file__).parent.parent / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", text[text.index("## Serving"):], re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "photo.png").write_bytes(png_bytes(3))
+    scope: dict = {}
+    exec(compile(code.replace("http://127.0.0.1:8000", url), "README.md (Serving)", "exec"), scope)
+    assert len(scope["vector"]) == 64 and len(scope["future"]) == 12
