@@ -1,4 +1,4 @@
-"""`omnimae export`: an omnimae checkpoint as safetensors, official MAE or timm ViT weights."""
+"""`omnimae export`: an omnimae checkpoint as safetensors, official MAE or timm ViT weights, or its encoder as ONNX."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -25,7 +25,12 @@ def run_export(cfg: DictConfig) -> Path:
         sd = omnimae_to_official(model, cfg.modality) if cfg.format == "official" else to_timm_vit(model, cfg.modality)
         with atomic_path(out) as tmp:
             torch.save({"model": sd} if cfg.format == "official" else sd, tmp)
+    elif cfg.format == "onnx":
+        from omnimae.serve.onnx import export_onnx
+
+        worst = export_onnx(model, cfg.modality, out)
+        print(f"onnxruntime's features match PyTorch's to {worst:.1e} (dynamic batch)")
     else:
-        raise ConfigError("format", f"must be safetensors, official or timm, got {cfg.format!r}")
+        raise ConfigError("format", f"must be safetensors, official, timm or onnx, got {cfg.format!r}")
     print(f"wrote {cfg.format} weights to {out}")
     return out
