@@ -11,11 +11,13 @@ import omnimae
 
 A = "modalities.{}.adapter."
 TINY_MODALITIES = (
-    "model=vit_tiny", "modality=[image,timeseries,microscopy,audio]",
+    "model=vit_tiny", "modality=[image,timeseries,microscopy,audio,video]",
     A.format("image") + "img_size=16", A.format("image") + "patch_size=4",
     A.format("timeseries") + "img_size=64", A.format("timeseries") + "patch_size=8",
     A.format("microscopy") + "img_size=16", A.format("microscopy") + "patch_size=8",
     A.format("audio") + "target_length=64", A.format("audio") + "mel_bins=32", A.format("audio") + "patch_size=16",
+    A.format("video") + "img_size=16", A.format("video") + "patch_size=8", A.format("video") + "num_frames=4",
+    "modalities.video.data.sampling_rate=2",
 )
 
 
@@ -33,6 +35,24 @@ def wav_bytes(seconds: float = 1.0, rate: int = 16000) -> bytes:
 
     buffer = io.BytesIO()
     sf.write(buffer, np.random.default_rng(0).normal(0, 0.1, int(seconds * rate)).astype(np.float32), rate, format="WAV")
+    return buffer.getvalue()
+
+
+def mp4_bytes(frames: int = 12, size: int = 32) -> bytes:
+    """Noise frames as an MPEG-4 video's bytes (PyAV's bundled encoder)."""
+    import io
+
+    import av
+    import numpy as np
+
+    buffer, rng = io.BytesIO(), np.random.default_rng(0)
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=8)
+        stream.width, stream.height, stream.pix_fmt = size, size, "yuv420p"
+        for _ in range(frames):
+            frame = av.VideoFrame.from_ndarray((rng.random((size, size, 3)) * 255).astype(np.uint8), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
     return buffer.getvalue()
 
 

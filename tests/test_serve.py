@@ -17,7 +17,7 @@ from PIL import Image
 import omnimae
 from omnimae.serve.app import Settings, create_app
 from omnimae.serve.engine import Engine
-from serve_server import running, tiny_checkpoint, wav_bytes
+from serve_server import mp4_bytes, running, tiny_checkpoint, wav_bytes
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +53,7 @@ def test_health_info_docs_and_predict(server):
         info = client.get("/info").json()
         paths = client.get("/openapi.json").json()["paths"]
         predict = client.post("/predict", json={})
-    assert info["modalities"] == ["image", "timeseries", "microscopy", "audio"] and info["embed_dim"] == 64
+    assert info["modalities"] == ["image", "timeseries", "microscopy", "audio", "video"] and info["embed_dim"] == 64
     assert info["channels"] == {"microscopy": list(engine.config.modalities.microscopy.adapter.channels)}
     assert info["precision"] == "fp32" and info["version"] == version("omnimae")
     assert {"/health", "/info", "/embed", "/forecast", "/predict"} <= set(paths)
@@ -61,7 +61,8 @@ def test_health_info_docs_and_predict(server):
     assert predict.status_code == 501 and "no head" in predict.json()["error"]["problem"]
 
 
-@pytest.mark.parametrize("modality,name,data", [("image", "a.png", png_bytes(0)), ("audio", "a.wav", wav_bytes())])
+@pytest.mark.parametrize("modality,name,data", [("image", "a.png", png_bytes(0)), ("audio", "a.wav", wav_bytes()),
+                                                ("video", "a.mp4", mp4_bytes())])
 def test_uploaded_files_embed_as_the_python_api_reads_them(server, checkpoint, tmp_path, modality, name, data):
     url, _, _ = server
     with httpx.Client(base_url=url) as client:

@@ -25,6 +25,7 @@ from omnimae.errors import ConfigError, OmniMAEError
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp")
 TIFF_SUFFIXES = (".tif", ".tiff")
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".webm", ".mkv", ".avi")
 
 
 class InputError(ConfigError):
@@ -82,6 +83,12 @@ def check_decode_size(data: bytes, suffix: str, field: str, limits: Limits) -> N
             if info.samplerate > 0 and info.frames / info.samplerate > limits.max_audio_seconds:
                 raise InputError(field, f"{info.frames / info.samplerate:.0f} s of audio is over the cap of "
                                         f"{limits.max_audio_seconds:g} s", too_large=True)
+        elif suffix in VIDEO_SUFFIXES:  # only the model's clip is decoded: one frame's size is what to bound
+            import av
+
+            with av.open(io.BytesIO(data)) as container:
+                stream = container.streams.video[0]
+                values = stream.codec_context.width * stream.codec_context.height * 3
         else:
             from PIL import Image
 
@@ -92,7 +99,8 @@ def check_decode_size(data: bytes, suffix: str, field: str, limits: Limits) -> N
     except Exception as e:  # PIL's DecompressionBombError (an absurd header) among them
         if type(e).__name__ == "DecompressionBombError":
             raise InputError(field, f"the image header declares too many pixels ({e})", too_large=True) from None
-        kind = "TIFF" if suffix in TIFF_SUFFIXES else "audio" if suffix in AUDIO_SUFFIXES else "image"
+        kinds = {TIFF_SUFFIXES: "TIFF", AUDIO_SUFFIXES: "audio", VIDEO_SUFFIXES: "video"}
+        kind = next((k for suffixes, k in kinds.items() if suffix in suffixes), "image")
         raise InputError(field, f"cannot read the file's header as {kind} ({type(e).__name__}); a corrupt file, "
                                 "or not one of the modality's formats") from None
     if values > limits.max_values:
