@@ -117,18 +117,42 @@ def test_a_request_past_its_timeout_gets_504_and_the_server_goes_on(engine, monk
 
 
 def test_shutdown_drains_requests_in_flight(engine, monkeypatch):
-    """uvicorn's SIGTERM handler sets should_exit: the request already running still gets its answer."""
-    slow = engine.embed
-    monkeypatch.setattr(engine, "embed", lambda *a: (time.sleep(0.5), slow(*a))[1])
+    """uvicorn's SIGTERM handler sets should_exit; a request already in the model still gets its answer."""
+    entered, release, slow = threading.Event(), threading.Event(), engine.embed
+
+    def held(*args):
+        entered.set()
+        release.wait(30)
+        return slow(*args)
+
+    monkeypatch.setattr(engine, "embed", held)
     answers = []
     with running(create_app(engine, Settings())) as (base, server):
         body = {"modality": "image", "inputs": [image_array(engine)]}
         sender = threading.Thread(target=lambda: answers.append(httpx.post(f"{base}/embed", json=body, timeout=30)))
         sender.start()
-        time.sleep(0.2)  # the request is in the model
-        server.should_exit = True
+        assert entered.wait(30)  # the request is in the model
+        server.should_exit = True  # what SIGTERM does
+        time.sleep(0.2)  # (a server that did not drain would close the connection now)
+        release.set()
         sender.join(timeout=30)
     assert answers and answers[0].status_code == 200 and len(answers[0].json()["embeddings"]) == 1
+
+
+def test_omnimae_serve_binds_loopback_reads_the_token_and_drains(tmp_path, monkeypatch):
+    """The verb as run from the command line, up to the point where uvicorn would take over."""
+    import uvicorn
+
+    from omnimae.cli import main
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    monkeypatch.setenv("OMNIMAE_API_TOKEN", "from-env")
+    assert main(["serve", f"checkpoint={tiny_checkpoint(tmp_path)}", "quantize=int8", "drain_s=7"]) == 0
+    assert (seen["host"], seen["port"], seen["timeout_graceful_shutdown"]) == ("127.0.0.1", 8000, 7)
+    with running(seen["app"]) as (base, _), httpx.Client(base_url=base) as client:
+        assert client.get("/info").status_code == 401
+        assert client.get("/info", headers={"authorization": "Bearer from-env"}).json()["precision"] == "int8"
 
 
 def test_a_failing_item_never_poisons_its_batch():
