@@ -3,7 +3,6 @@ input, the per-request timeout, draining on shutdown; and the micro-batcher's is
 from __future__ import annotations
 
 import asyncio
-import io
 import struct
 import threading
 import time
@@ -66,6 +65,7 @@ def image_array(engine, value=0.5):
 
 @pytest.mark.parametrize("case,status,field,words", [
     ("body over the cap", 413, "body", "cap"),
+    ("streamed body over the cap", 413, "body", "cap"),
     ("too many inputs", 413, "inputs", "cap of 4"),
     ("50,000 x 50,000 PNG header", 413, "files[0]", "pixels"),
     ("2 s of audio over a 1 s cap", 413, "files[0]", "cap of 1 s"),
@@ -83,6 +83,7 @@ def test_bad_input_is_a_4xx_json_error_naming_the_field(url, engine, case, statu
     image = {"modality": "image"}
     requests = {
         "body over the cap": ("/embed", {"content": b"x" * 300_000}),
+        "streamed body over the cap": ("/embed", {"content": iter([b"x" * 100_000] * 3)}),  # chunked: no length
         "too many inputs": ("/embed", {"json": image | {"inputs": [image_array(engine)] * 5}}),
         "50,000 x 50,000 PNG header": ("/embed", {"data": image, "files": [("files", ("big.png", png_header(50_000, 50_000)))]}),
         "2 s of audio over a 1 s cap": ("/embed", {"data": {"modality": "audio"}, "files": [("files", ("a.wav", wav_bytes(2.0)))]}),

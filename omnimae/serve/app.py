@@ -28,8 +28,7 @@ from omnimae.features import POOLS
 from omnimae.serve.batcher import MicroBatcher
 from omnimae.serve.engine import Engine, ForecastItem
 from omnimae.serve.inputs import InputError, Limits, Sample, array_sample, read_upload
-from omnimae.serve.requests import (EMBED_BODY, FORECAST_BODY, EmbedRequest, ForecastRequest, embed_request,
-                                    forecast_request)
+from omnimae.serve.requests import EMBED_BODY, FORECAST_BODY, EmbedRequest, embed_request, forecast_request
 
 log = logging.getLogger("omnimae")
 
@@ -58,14 +57,14 @@ class BodyLimit:
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             return await _too_large(self.max_bytes)(scope, receive, send)
-        body, more = [], True
+        body, size, more = [], 0, True
         while more:  # buffered whole: the cap bounds it, and the app then sees the body as sent
             message = await receive()
             if message["type"] == "http.disconnect":
                 return
             body.append(message.get("body", b""))
-            more = message.get("more_body", False)
-            if sum(map(len, body)) > self.max_bytes:
+            size, more = size + len(body[-1]), message.get("more_body", False)
+            if size > self.max_bytes:
                 return await _too_large(self.max_bytes)(scope, receive, send)
         replay = [{"type": "http.request", "body": b"".join(body), "more_body": False}]
 
