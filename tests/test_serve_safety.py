@@ -49,6 +49,13 @@ def ten_hour_wav_header() -> bytes:
     return b"RIFF" + struct.pack("<I", 36 + size) + b"WAVEfmt " + fmt + b"data" + struct.pack("<I", size) + b"\x00\x01" * 4000
 
 
+def ten_hour_flac_header() -> bytes:
+    """A FLAC stream of nothing but its STREAMINFO block, declaring 10 hours of 16 kHz mono."""
+    bits = (16000 << 44) | (0 << 41) | (15 << 36) | (10 * 3600 * 16000)  # rate, channels - 1, bits - 1, samples
+    info = struct.pack(">HH", 4096, 4096) + bytes(6) + bits.to_bytes(8, "big") + bytes(16)
+    return b"fLaC" + bytes([0x80]) + len(info).to_bytes(3, "big") + info
+
+
 def test_the_token_guards_every_route_but_health(url):
     with httpx.Client(base_url=url) as client:
         assert client.get("/health").status_code == 200
@@ -70,6 +77,7 @@ def image_array(engine, value=0.5):
     ("50,000 x 50,000 PNG header", 413, "files[0]", "pixels"),
     ("2 s of audio over a 1 s cap", 413, "files[0]", "cap of 1 s"),
     ("10-hour WAV header", 422, "files[0]", "truncated"),
+    ("10-hour FLAC header", 413, "files[0]", "36000 s of audio is over the cap"),
     ("corrupt file", 422, "files[0]", "corrupt"),
     ("wrong channel count", 422, "inputs[0]", "wrong channel count"),
     ("NaNs", 422, "inputs[0]", "NaN"),
@@ -88,6 +96,7 @@ def test_bad_input_is_a_4xx_json_error_naming_the_field(url, engine, case, statu
         "50,000 x 50,000 PNG header": ("/embed", {"data": image, "files": [("files", ("big.png", png_header(50_000, 50_000)))]}),
         "2 s of audio over a 1 s cap": ("/embed", {"data": {"modality": "audio"}, "files": [("files", ("a.wav", wav_bytes(2.0)))]}),
         "10-hour WAV header": ("/embed", {"data": {"modality": "audio"}, "files": [("files", ("long.wav", ten_hour_wav_header()))]}),
+        "10-hour FLAC header": ("/embed", {"data": {"modality": "audio"}, "files": [("files", ("long.flac", ten_hour_flac_header()))]}),
         "corrupt file": ("/embed", {"data": image, "files": [("files", ("a.png", b"\x89PNG\r\n\x1a\nnot really"))]}),
         "wrong channel count": ("/embed", {"json": image | {"inputs": [np.zeros((1, 16, 16)).tolist()]}}),
         "NaNs": ("/embed", {"content": b'{"modality": "image", "inputs": [' + str(image_array(engine)).replace("0.5", "NaN", 1).encode() + b"]}",
