@@ -14,7 +14,7 @@ LAYERS = {
     "core": ["errors", "patches", "pos_embed", "masking", "masking_plane", "curves", "masking_schedule", "adapter", "features", "objectives", "model", "tokenizers"],
     "machinery": ["io", "hardware", "config", "data", "checkpoint", "visualize", "build"],
     "modalities": ["modalities"],
-    "uses": ["train", "forecasting", "probe", "embedding", "export", "serve", "finetune", "api"],
+    "uses": ["train", "forecasting", "probe", "embedding", "export", "serve", "finetune", "api", "studies"],
     "cli": ["cli"],
 }
 RANK = {room: i for i, room in enumerate(LAYERS)}

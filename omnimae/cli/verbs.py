@@ -69,5 +69,8 @@ VERBS = {
                   "omnimae serve checkpoint=runs/.../last.ckpt quantize=int8 port=8000", "omnimae.serve.run:run_serve", "serve"),
     "masks": Verb("PNGs of sample masks of each masking strategy on a modality's token grid",
                   "omnimae masks modality=image masking=spiral", "omnimae.cli.masks:run_masks", "masks"),
+    "study": Verb("pretrain and probe every variant x seed of a study; a table (mean +- std over seeds) and a plot",
+                  "omnimae study study=decoder_depth jobs=2", "omnimae.studies.run:run_study", "study",
+                  show=lambda r: print("\n".join(f"{k:<10} {v}" for k, v in r.items()))),
     "modalities": Verb("list the registered modality adapters", "omnimae modalities", list_modalities),
 }
