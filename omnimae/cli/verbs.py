@@ -71,6 +71,7 @@ VERBS = {
                   "omnimae masks modality=image masking=spiral", "omnimae.cli.masks:run_masks", "masks"),
     "study": Verb("pretrain and probe every variant x seed of a study; a table (mean +- std over seeds) and a plot",
                   "omnimae study study=decoder_depth jobs=2", "omnimae.studies.run:run_study", "study",
+                  options={k: "" for k in ("study", "jobs", "runs_root", "output", "overrides", "probe_overrides")},
                   show=lambda r: print("\n".join(f"{k:<10} {v}" for k, v in r.items()))),
     "modalities": Verb("list the registered modality adapters", "omnimae modalities", list_modalities),
 }
