@@ -129,7 +129,8 @@ def option_rows(cfg, choices: Mapping[str, str], group_options: Mapping[str, lis
     for key in keys:
         if key in group_options:
             note = options.get(key) or comments.get(f"defaults.{key}", "")
-            rows.append((f"{key}={choices[key]}", "; ".join(filter(None, [note, "one of " + ", ".join(group_options[key])]))))
+            chosen = "null" if choices[key] is None else choices[key]  # a group with no default config (e.g. study)
+            rows.append((f"{key}={chosen}", "; ".join(filter(None, [note, "one of " + ", ".join(group_options[key])]))))
             continue
         value, required = default_of(cfg, key)
         note = options.get(key) or comments.get(key) or comments.get(key.rpartition(".")[0], "")
