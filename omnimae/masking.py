@@ -161,7 +161,8 @@ def tube_masking(batch: int, num_frames: int, tokens_per_frame: int, mask_ratio:
     int(mask_ratio * S) of its S tokens as VideoMAE does (176 of 196 at 0.9, where MAE's rule hides 177)."""
     _, _, spatial = random_masking(batch, tokens_per_frame, mask_ratio, generator=generator, device=device,
                                    num_keep=tube_num_visible(tokens_per_frame, mask_ratio))  # [B, S]
-    return explicit_masking(spatial.repeat(1, num_frames))  # [B, T*S]
+    keep = tube_num_visible(tokens_per_frame, mask_ratio) * num_frames  # known by construction: no device sync
+    return explicit_masking(spatial.repeat(1, num_frames), num_keep=keep)  # [B, T*S]
 
 
 @register_masking("tube", layout="tokens on a (t, h, w) grid, t-major")
@@ -208,7 +209,7 @@ def time_frequency_masking(batch: int, grid_t: int, grid_f: int, mask_ratio: flo
     vis_f = torch.zeros(batch, grid_f, device=noise_f.device)
     vis_f.scatter_(1, noise_f.argsort(dim=1)[:, :keep_f], 1.0)  # [B, F], 1 = visible row
     visible = vis_t[:, :, None] * vis_f[:, None, :]  # [B, T, F]
-    return explicit_masking(1.0 - visible.reshape(batch, grid_t * grid_f))
+    return explicit_masking(1.0 - visible.reshape(batch, grid_t * grid_f), num_keep=keep_t * keep_f)
 
 
 @register_masking("time_frequency", layout="tokens on a (t, f) grid")
@@ -255,7 +256,8 @@ def future_or_random_strategy(patches: Patches, mask_ratio: float, *, generator:
             rows, cols = patches.grid
             lo, hi = min_visible_columns, max_visible_columns
             visible = lo + int(draw[1] * (hi - lo + 1))
-            return explicit_masking(right_columns_mask(rows, cols, visible, device).unsqueeze(0).expand(b, -1))
+            mask = right_columns_mask(rows, cols, visible, device).unsqueeze(0).expand(b, -1)
+            return explicit_masking(mask, num_keep=rows * visible)
     return random_masking(b, n, mask_ratio, generator=generator, device=device)
 
 
